@@ -1,0 +1,90 @@
+"""The base config every other config starts from: EfficientNet-B0, official ImageNet recipe.
+
+Not meant to be run directly; see configs/efficientnet.py, configs/compound.py and
+configs/compound_phi2.py. Printing it:
+
+    python launch.py --config configs/default.py --mode=info
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+from effscale import scaling, spec
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """Returns the B0 / ImageNet base config; the fields are documented inline."""
+    c = ml_collections.ConfigDict()
+
+    c.model = m = ml_collections.ConfigDict()
+    # Scale. `preset` supplies width/depth/resolution/dropout; explicit values override it;
+    # `phi` then applies pure compound scaling (depth alpha^phi, width beta^phi, resolution gamma^phi).
+    m.preset = "b0"
+    m.width = config_dict.placeholder(float)
+    m.depth = config_dict.placeholder(float)
+    m.resolution = config_dict.placeholder(int)
+    m.dropout = config_dict.placeholder(float)
+    m.phi = config_dict.placeholder(float)
+    m.alpha = scaling.ALPHA
+    m.beta = scaling.BETA
+    m.gamma = scaling.GAMMA
+    m.resolution_multiple = scaling.RESOLUTION_MULTIPLE
+    # Base architecture (B0 unless changed): block strings r<repeats>_k<kernel>_s<stride>_e<expand>_c<out>_se<ratio>.
+    m.blocks = spec.B0_BLOCKS
+    m.stem_channels = spec.B0_STEM
+    m.head_channels = spec.B0_HEAD
+    m.divisor = 8
+    m.in_channels = 3
+    m.drop_path = 0.2  # stochastic depth at the last block; linear in the block index
+    m.num_classes = config_dict.placeholder(int)  # None: taken from the dataset
+    m.include_top = True
+    m.pooling = "avg"  # 'avg' | 'max' | None (unpooled features, include_top=False only)
+    m.bn_momentum = 0.99
+    m.bn_epsilon = 1e-3
+    # Runtime choices (same mathematics, different speed / memory).
+    m.dtype = "float32"  # 'float32' | 'bfloat16' (compute; parameters stay float32)
+    m.depthwise = "auto"  # 'auto' | 'shift' | 'xla'
+    m.remat = "none"  # 'none' | 'block' | 'dots_saveable' | 'nothing_saveable'
+
+    c.data = d = ml_collections.ConfigDict()
+    d.name = "imagenet2012"  # any TFDS image-classification dataset, or 'fashion_mnist' (offline default)
+    d.data_dir = config_dict.placeholder(str)  # TFDS data_dir (None: TFDS' default)
+    d.manual_dir = config_dict.placeholder(str)  # for datasets that need manual download (imagenet2012)
+    d.train_split = "train"
+    d.eval_split = "validation"
+    d.train_crop = "inception"  # 'inception' (random-resized crop) | 'center' | 'none'
+    d.min_crop_area = 0.08
+    d.flip = True
+    d.eval_crop_padding = 32  # the paper's center-crop padding at 224 px; scaled with resolution
+    d.resize_method = "bicubic"
+    d.mean = (0.485, 0.456, 0.406)
+    d.std = (0.229, 0.224, 0.225)
+    d.cache = False  # cache decoded examples in memory (for small datasets)
+    d.shuffle_buffer = 16_384
+    d.prefetch = 2
+
+    c.train = t = ml_collections.ConfigDict()
+    t.batch_size = 4096  # global, over all devices and hosts
+    t.eval_batch_size = 1024
+    t.num_epochs = 350.0
+    t.num_steps = config_dict.placeholder(int)  # overrides num_epochs when set
+    t.optimizer = "rmsprop"  # 'rmsprop' | 'sgd' | 'adamw'
+    t.learning_rate = 0.016  # per 256 images (scaled linearly with batch_size)
+    t.lr_schedule = "exponential"  # 'exponential' (staircase) | 'cosine' | 'constant'
+    t.warmup_epochs = 5.0
+    t.decay_epochs = 2.4
+    t.decay_rate = 0.97
+    t.rmsprop_decay = 0.9
+    t.momentum = 0.9
+    t.epsilon = 1e-3
+    t.weight_decay = 1e-5  # L2 on non-BatchNorm weights
+    t.label_smoothing = 0.1
+    t.ema_decay = 0.9999  # 0 disables the moving average
+    t.seed = 0
+    t.log_every_steps = 100
+    t.eval_every_epochs = 1.0
+    t.checkpoint_every_steps = 1000
+    t.keep_checkpoints = 3
+    return c
