@@ -45,7 +45,8 @@ def get_config() -> ml_collections.ConfigDict:
     m.bn_epsilon = 1e-3
     # Runtime choices (same mathematics, different speed / memory).
     m.dtype = "float32"  # 'float32' | 'bfloat16' (compute; parameters stay float32)
-    m.depthwise = "auto"  # 'auto' | 'shift' | 'xla'
+    m.depthwise = "auto"  # 'auto' | 'shift' | 'shift_vjp' | 'xla' (auto: model.default_depthwise(platform))
+    m.pointwise = "auto"  # 'auto' | 'dot' | 'conv': 1x1 convolutions (auto: model.default_pointwise(platform))
     m.remat = "none"  # 'none' | 'block' | 'dots_saveable' | 'nothing_saveable'
 
     c.data = d = ml_collections.ConfigDict()
@@ -53,7 +54,7 @@ def get_config() -> ml_collections.ConfigDict:
     d.data_dir = config_dict.placeholder(str)  # TFDS data_dir (None: TFDS' default)
     d.manual_dir = config_dict.placeholder(str)  # for datasets that need manual download (imagenet2012)
     d.train_split = "train"
-    d.eval_split = "validation"
+    d.eval_split = config_dict.placeholder(str)  # None: 'validation' if the dataset has one, else 'test'
     d.train_crop = "inception"  # 'inception' (random-resized crop) | 'center' | 'none'
     d.min_crop_area = 0.08
     d.flip = True
@@ -63,7 +64,8 @@ def get_config() -> ml_collections.ConfigDict:
     d.std = (0.229, 0.224, 0.225)
     d.cache = False  # cache decoded examples in memory (for small datasets)
     d.shuffle_buffer = 16_384
-    d.prefetch = 2
+    d.prefetch = 2  # batches prepared ahead
+    d.threads = config_dict.placeholder(int)  # tf.data thread pool size (None: TF's default, one per core)
 
     c.train = t = ml_collections.ConfigDict()
     t.batch_size = 4096  # global, over all devices and hosts
@@ -87,4 +89,6 @@ def get_config() -> ml_collections.ConfigDict:
     t.eval_every_epochs = 1.0
     t.checkpoint_every_steps = 1000
     t.keep_checkpoints = 3
+    t.async_checkpoints = True  # write checkpoints in the background while training goes on
+    t.xla_flops = True  # record XLA's FLOP count of the forward pass (one extra small compile)
     return c

@@ -8,6 +8,7 @@ Parameter and module names follow Keras applications (stem_conv, block2a_expand_
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,8 @@ from jax import lax
 
 from effscale.spec import DTYPES, BlockSpec, NetworkSpec
 
-DEPTHWISE_IMPLS = ("xla", "shift")
+DEPTHWISE_IMPLS = ("xla", "shift", "shift_vjp")
+POINTWISE_IMPLS = ("conv", "dot")
 REMAT_POLICIES = ("none", "block", "dots_saveable", "nothing_saveable")
 
 # Official initialisers: normal(0, sqrt(2 / fan_out)), fan_out = kh * kw * out_channels.
@@ -45,13 +47,85 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def _shifted_sum(xp: jax.Array, kernel: jax.Array, stride: int, out_h: int, out_w: int) -> jax.Array:
+    """sum over (i, j) of xp[:, i::stride, j::stride] (out_h x out_w of it) * kernel[i, j, 0]: the depthwise core."""
+    kh, kw = kernel.shape[0], kernel.shape[1]
+    n, c = xp.shape[0], xp.shape[3]
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            patch = lax.slice(
+                xp,
+                (0, i, j, 0),
+                (n, i + (out_h - 1) * stride + 1, j + (out_w - 1) * stride + 1, c),
+                (1, stride, stride, 1),
+            )
+            term = patch * kernel[i, j, 0]
+            out = term if out is None else out + term
+    return out
+
+
+def _depthwise_shift(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    kh, kw = kernel.shape[0], kernel.shape[1]
+    h, w = x.shape[1], x.shape[2]
+    pad_h, pad_w = same_padding(h, kh, stride), same_padding(w, kw, stride)
+    xp = jnp.pad(x, ((0, 0), pad_h, pad_w, (0, 0)))
+    return _shifted_sum(xp, kernel, stride, -(-h // stride), -(-w // stride))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _depthwise_shift_vjp(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    return _depthwise_shift(x, kernel, stride)
+
+
+def _depthwise_shift_vjp_fwd(x: jax.Array, kernel: jax.Array, stride: int):
+    return _depthwise_shift(x, kernel, stride), (x, kernel)
+
+
+def _depthwise_shift_vjp_bwd(stride: int, res: tuple[jax.Array, jax.Array], g: jax.Array):
+    """Both gradients as shifted multiply-adds / reductions, never a (dense) convolution.
+
+    dx is the transposed convolution: g dilated by the stride (zeros between pixels, done by
+    lax.pad's interior padding), padded so that every output pixel sees its kh x kw window,
+    then the same shifted sum with the kernel flipped. dkernel[i, j] is the sum over
+    (n, y, x) of g times the input window that tap (i, j) saw in the forward pass.
+    """
+    x, kernel = res
+    kh, kw = kernel.shape[0], kernel.shape[1]
+    _, h, w, c = x.shape
+    oh, ow = g.shape[1], g.shape[2]
+    (top, _), (left, _) = same_padding(h, kh, stride), same_padding(w, kw, stride)
+    # P[t] = dilated_g[t + top - (kh - 1)]; lax.pad accepts the negative edge padding this may need.
+    lo_h, lo_w = kh - 1 - top, kw - 1 - left
+    hi_h = h + kh - 1 - lo_h - ((oh - 1) * stride + 1)
+    hi_w = w + kw - 1 - lo_w - ((ow - 1) * stride + 1)
+    zero = jnp.zeros((), g.dtype)
+    gp = lax.pad(g, zero, ((0, 0, 0), (lo_h, hi_h, stride - 1), (lo_w, hi_w, stride - 1), (0, 0, 0)))
+    dx = _shifted_sum(gp, kernel[::-1, ::-1], 1, h, w)
+    xp = jnp.pad(x, ((0, 0), same_padding(h, kh, stride), same_padding(w, kw, stride), (0, 0)))
+    n = x.shape[0]
+    taps = []
+    for i in range(kh):
+        for j in range(kw):
+            patch = lax.slice(
+                xp, (0, i, j, 0), (n, i + (oh - 1) * stride + 1, j + (ow - 1) * stride + 1, c), (1, stride, stride, 1)
+            )
+            taps.append(jnp.sum(patch * g, axis=(0, 1, 2)))
+    dk = jnp.stack(taps).reshape(kernel.shape).astype(kernel.dtype)
+    return dx.astype(x.dtype), dk
+
+
+_depthwise_shift_vjp.defvjp(_depthwise_shift_vjp_fwd, _depthwise_shift_vjp_bwd)
+
+
 def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int, impl: str) -> jax.Array:
     """Depthwise convolution of NHWC `x` with a (kh, kw, 1, C) kernel, TF 'SAME' padding.
 
     impl='xla' lowers to one grouped convolution. impl='shift' writes the same sum
     as kh * kw shifted, broadcast multiply-adds: XLA:CPU lowers the backward pass of
     a grouped convolution as a dense one (jax #13800), while elementwise fusions it
-    handles well in both directions.
+    handles well in both directions. impl='shift_vjp' is the same forward pass with a
+    hand-written backward pass (also shifted multiply-adds and reductions).
     """
     kh, kw = kernel.shape[0], kernel.shape[1]
     if impl == "xla":
@@ -63,24 +137,11 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int, impl: str) -> j
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
             feature_group_count=x.shape[-1],
         )
-    if impl != "shift":
-        raise ValueError(f"Unknown depthwise implementation {impl!r}: choose one of {DEPTHWISE_IMPLS}.")
-    n, h, w, c = x.shape
-    pad_h, pad_w = same_padding(h, kh, stride), same_padding(w, kw, stride)
-    oh, ow = -(-h // stride), -(-w // stride)
-    xp = jnp.pad(x, ((0, 0), pad_h, pad_w, (0, 0)))
-    out = None
-    for i in range(kh):
-        for j in range(kw):
-            patch = lax.slice(
-                xp,
-                (0, i, j, 0),
-                (n, i + (oh - 1) * stride + 1, j + (ow - 1) * stride + 1, c),
-                (1, stride, stride, 1),
-            )
-            term = patch * kernel[i, j, 0]
-            out = term if out is None else out + term
-    return out
+    if impl == "shift":
+        return _depthwise_shift(x, kernel, stride)
+    if impl == "shift_vjp":
+        return _depthwise_shift_vjp(x, kernel, stride)
+    raise ValueError(f"Unknown depthwise implementation {impl!r}: choose one of {DEPTHWISE_IMPLS}.")
 
 
 class DepthwiseConv(nn.Module):
@@ -97,6 +158,24 @@ class DepthwiseConv(nn.Module):
         kernel = self.param("kernel", depthwise_kernel_init, (k, k, 1, x.shape[-1]), jnp.float32)
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
         return depthwise_conv(x, kernel, self.stride, self.impl)
+
+
+class PointwiseDot(nn.Module):
+    """A 1x1, stride-1 convolution without bias written as one matmul over the channel axis of NHWC.
+
+    Same parameter ('kernel', shape (1, 1, in, out)) and mathematics as nn.Conv with a 1x1 kernel;
+    XLA:CPU runs the dot_general (forward and both gradients) faster than the convolution it
+    lowers nn.Conv to (about 10% of a B0 train step, measured with effscale.bench).
+    """
+
+    features: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", conv_kernel_init, (1, 1, x.shape[-1], self.features), jnp.float32)
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        return lax.dot_general(x, kernel[0, 0], (((x.ndim - 1,), (0,)), ((), ())))
 
 
 class SqueezeExcite(nn.Module):
@@ -124,12 +203,14 @@ class MBConv(nn.Module):
     bn_epsilon: float = 1e-3
     dtype: Any = jnp.float32
     depthwise: str = "shift"
+    frozen_bn: frozenset[str] = frozenset()  # local names: 'expand_bn', 'bn', 'project_bn'
+    pointwise: str = "conv"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         b = self.block
-        norm = _norm_factory(train, self.bn_momentum, self.bn_epsilon, self.dtype)
-        conv1x1 = _conv_factory(self.dtype)
+        norm = _norm_factory(train, self.bn_momentum, self.bn_epsilon, self.dtype, self.frozen_bn)
+        conv1x1 = _conv_factory(self.dtype, self.pointwise)
         inputs = x
         if b.expand != 1:
             x = nn.swish(norm("expand_bn")(conv1x1(b.expanded_channels, "expand_conv")(x)))
@@ -146,9 +227,12 @@ class MBConv(nn.Module):
         return x
 
 
-def _norm_factory(train: bool, momentum: float, epsilon: float, dtype: Any) -> Callable[[str], nn.Module]:
+def _norm_factory(
+    train: bool, momentum: float, epsilon: float, dtype: Any, frozen: frozenset[str] = frozenset()
+) -> Callable[[str], nn.Module]:
+    # Frozen BatchNorms (transfer learning) normalise with, and keep, their running statistics even in training.
     return lambda name: nn.BatchNorm(
-        use_running_average=not train,
+        use_running_average=not train or name in frozen,
         momentum=momentum,
         epsilon=epsilon,
         dtype=dtype,
@@ -157,8 +241,13 @@ def _norm_factory(train: bool, momentum: float, epsilon: float, dtype: Any) -> C
     )
 
 
-def _conv_factory(dtype: Any) -> Callable[..., nn.Module]:
+def _conv_factory(dtype: Any, pointwise: str = "conv") -> Callable[..., nn.Module]:
+    if pointwise not in POINTWISE_IMPLS:
+        raise ValueError(f"Unknown pointwise implementation {pointwise!r}: choose one of {POINTWISE_IMPLS}.")
+
     def conv(features: int, name: str, kernel: int = 1, stride: int = 1) -> nn.Module:
+        if kernel == 1 and stride == 1 and pointwise == "dot":
+            return PointwiseDot(features, dtype, name=name)
         return nn.Conv(
             features,
             (kernel, kernel),
@@ -194,17 +283,22 @@ class EfficientNet(nn.Module):
     dtype: Any = jnp.float32
     depthwise: str = "shift"
     remat: str = "none"
+    frozen_bn: frozenset[str] = frozenset()  # '/'-joined paths, from effscale.transfer.frozen_batchnorm
+    pointwise: str = "conv"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         s = self.spec
-        norm = _norm_factory(train, s.bn_momentum, s.bn_epsilon, self.dtype)
-        conv = _conv_factory(self.dtype)
+        norm = _norm_factory(train, s.bn_momentum, s.bn_epsilon, self.dtype, self.frozen_bn)
+        conv = _conv_factory(self.dtype, self.pointwise)
         x = x.astype(self.dtype)
         x = nn.swish(norm("stem_bn")(conv(s.stem_channels, "stem_conv", kernel=3, stride=2)(x)))
         block_cls = _remat_block(self.remat)
         for b in s.blocks:
-            x = block_cls(b, s.bn_momentum, s.bn_epsilon, self.dtype, self.depthwise, name=b.name)(x, train)
+            local = frozenset(p.split("/", 1)[1] for p in self.frozen_bn if p.startswith(b.name + "/"))
+            x = block_cls(
+                b, s.bn_momentum, s.bn_epsilon, self.dtype, self.depthwise, local, self.pointwise, name=b.name
+            )(x, train)
         x = nn.swish(norm("top_bn")(conv(s.head_channels, "top_conv")(x)))
         if s.pooling is None:
             return x.astype(jnp.float32)
@@ -218,13 +312,16 @@ class EfficientNet(nn.Module):
 
 
 def check_runtime(model_config: Any) -> None:
-    """Validates the runtime fields of a model config (dtype, depthwise, remat) before anything compiles."""
+    """Validates the runtime fields of a model config (dtype, depthwise, pointwise, remat) before anything compiles."""
     dtype = model_config.get("dtype", "float32")
     if dtype not in DTYPES:
         raise ValueError(f"model.dtype must be one of {DTYPES}, got {dtype!r}.")
     impl = model_config.get("depthwise", "auto")
     if impl not in ("auto", *DEPTHWISE_IMPLS):
         raise ValueError(f"model.depthwise must be 'auto' or one of {DEPTHWISE_IMPLS}, got {impl!r}.")
+    pointwise = model_config.get("pointwise", "auto")
+    if pointwise not in ("auto", *POINTWISE_IMPLS):
+        raise ValueError(f"model.pointwise must be 'auto' or one of {POINTWISE_IMPLS}, got {pointwise!r}.")
     remat = model_config.get("remat", "none")
     if remat not in REMAT_POLICIES:
         raise ValueError(f"model.remat must be one of {REMAT_POLICIES}, got {remat!r}.")
@@ -236,13 +333,26 @@ def default_depthwise(platform: str | None = None) -> str:
     return "shift" if platform == "cpu" else "xla"
 
 
-def create(spec: NetworkSpec, model_config: Any) -> EfficientNet:
-    """The EfficientNet module for `spec` with the config's runtime choices, validated."""
+def default_pointwise(platform: str | None = None) -> str:
+    """'dot' on CPU (XLA:CPU's matmul beats its 1x1 convolution, forward and backward), 'conv' elsewhere."""
+    platform = platform or jax.default_backend()
+    return "dot" if platform == "cpu" else "conv"
+
+
+def create(spec: NetworkSpec, model_config: Any, frozen_bn: frozenset[str] = frozenset()) -> EfficientNet:
+    """The EfficientNet module for `spec` with the config's runtime choices, validated.
+
+    `frozen_bn` names BatchNorm layers ('block6a/bn', 'top_bn', ...) that keep and use their
+    running statistics in training (transfer learning; see effscale.transfer.frozen_batchnorm).
+    """
     check_runtime(model_config)
     impl = model_config.get("depthwise", "auto")
+    pointwise = model_config.get("pointwise", "auto")
     return EfficientNet(
         spec,
         dtype=jnp.bfloat16 if model_config.get("dtype", "float32") == "bfloat16" else jnp.float32,
         depthwise=default_depthwise() if impl == "auto" else impl,
+        pointwise=default_pointwise() if pointwise == "auto" else pointwise,
         remat=model_config.get("remat", "none"),
+        frozen_bn=frozenset(frozen_bn),
     )

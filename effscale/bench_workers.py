@@ -1,0 +1,354 @@
+"""One framework's measurement, run in a process of its own by `effscale.bench`.
+
+    python -m effscale.bench_workers '<json job>'
+
+The job names the framework, the workload (resolution, batch, classes, steps) and, for
+effscale, the resolved model / train config. The worker prints one JSON line prefixed
+with RESULT: train and inference step times, compile (first-step) time, XLA's memory
+figures where there are any, and the process's peak RSS after the train phase and at
+the end. A process of its own per framework keeps peak RSS honest (nothing else lives
+in it) and lets the parent alternate frameworks round-robin.
+
+Each worker times the step a user of that framework would write for the official
+recipe: RMSProp with momentum, L2 weight decay, label-smoothed cross-entropy, an
+exponential moving average of the weights and BatchNorm in training mode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+# Imported lazily per framework, so a worker's peak RSS holds only its own framework.
+FRAMEWORKS = ("effscale", "torch_cl", "torch", "keras_tf", "keras_jax")
+SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def time_steps(step: Callable[[], None], warmup: int, steps: int, max_seconds: float) -> tuple[list[float], float]:
+    """Runs `step` (which must block until its result is ready) and returns per-step seconds after warm-up.
+
+    The first call's time is returned separately: it holds compilation / tracing for the
+    frameworks that compile lazily. At least two steps are timed even past `max_seconds`,
+    so a slow framework still gets a median, just over fewer steps.
+    """
+    start = time.perf_counter()
+    step()
+    first = time.perf_counter() - start
+    for _ in range(max(warmup - 1, 0)):
+        step()
+    times: list[float] = []
+    budget_start = time.perf_counter()
+    while len(times) < steps:
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+        if len(times) >= 2 and time.perf_counter() - budget_start > max_seconds:
+            break
+    return times, first
+
+
+def _summary(times: list[float], batch: int) -> dict[str, Any]:
+    med = statistics.median(times)
+    return {"step_s": med, "images_per_s": batch / med, "steps_timed": len(times), "step_times_s": times}
+
+
+# ---------------------------------------------------------------------------
+# effscale
+
+
+def run_effscale(job: dict[str, Any]) -> dict[str, Any]:
+    """The trainer's own train step (effscale.train.train_step) and a jitted inference forward."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if job.get("scheduler_flag", True) and SCHEDULER_FLAG not in flags:
+        # Same as launch.py: must be set before jax is imported.
+        os.environ["XLA_FLAGS"] = f"{flags} {SCHEDULER_FLAG}=false".strip()
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+    import ml_collections
+    import numpy as np
+
+    from effscale import model, optim, spec, train
+
+    model_cfg = ml_collections.ConfigDict(job["model"])
+    train_cfg = ml_collections.ConfigDict(job["train"])
+    net = spec.build(model_cfg)
+    module = model.create(net, model_cfg)
+    # A schedule over a nominal epoch length: only its value at the step matters for speed.
+    lr = optim.schedule(train_cfg, 1000, 100_000)
+    tx = optim.create(train_cfg, lr)
+    b, r = job["batch"], net.resolution
+    fn = functools.partial(
+        train.train_step,
+        module=module,
+        tx=tx,
+        lr=lr,
+        num_classes=net.num_classes,
+        label_smoothing=float(train_cfg.label_smoothing),
+        ema=float(train_cfg.ema_decay),
+        seed=0,
+    )
+    out: dict[str, Any] = {
+        "platform": jax.default_backend(),
+        "device": str(jax.devices()[0].device_kind),
+        "depthwise": module.depthwise,
+        "pointwise": getattr(module, "pointwise", None),
+        "dtype": str(jnp.dtype(module.dtype)),
+        "remat": module.remat,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+    state = jax.jit(lambda: train.init_state(module, tx, 0, net))()
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": jnp.asarray(rng.standard_normal((b, r, r, net.in_channels), np.float32)),
+        "label": jnp.asarray(rng.integers(0, net.num_classes, (b,), np.int32)),
+    }
+    # Donating the state as the trainer does: XLA updates it in place (less memory, fewer copies).
+    jitted = jax.jit(fn, donate_argnums=0)
+    t0 = time.perf_counter()
+    lowered = jitted.lower(state, batch)
+    compiled = lowered.compile()
+    out["train_compile_s"] = time.perf_counter() - t0
+    out["train_memory"] = _memory_analysis(compiled)
+    if job.get("compile_only"):
+        infer = jax.jit(lambda v, x: module.apply(v, x, train=False))
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        t0 = time.perf_counter()
+        ic = infer.lower(variables, batch["image"]).compile()
+        out["infer_compile_s"] = time.perf_counter() - t0
+        out["infer_memory"] = _memory_analysis(ic)
+        out["peak_rss_bytes"] = peak_rss_bytes()
+        return out
+
+    holder = {"state": state}
+
+    def train_once() -> None:
+        new_state, metrics = compiled(holder["state"], batch)
+        jax.block_until_ready((new_state, metrics))
+        holder["state"] = new_state
+
+    times, first = time_steps(train_once, job["warmup"], job["steps"], job["max_seconds"])
+    out["train"] = _summary(times, b)
+    out["train_first_step_s"] = first
+    out["peak_rss_after_train_bytes"] = peak_rss_bytes()
+    if job.get("train_only"):
+        out["peak_rss_bytes"] = peak_rss_bytes()
+        return out
+
+    state = holder.pop("state")
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    infer = jax.jit(lambda v, x: module.apply(v, x, train=False))
+    t0 = time.perf_counter()
+    ic = infer.lower(variables, batch["image"]).compile()
+    out["infer_compile_s"] = time.perf_counter() - t0
+    out["infer_memory"] = _memory_analysis(ic)
+    times, _ = time_steps(
+        lambda: ic(variables, batch["image"]).block_until_ready(), 2, job["steps"], job["max_seconds"]
+    )
+    out["infer"] = _summary(times, b)
+    out["peak_rss_bytes"] = peak_rss_bytes()
+    return out
+
+
+def _memory_analysis(compiled: Any) -> dict[str, int] | None:
+    """XLA's static memory figures of a compiled executable (bytes), where the backend reports them."""
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001 (some backends do not implement it)
+        return None
+    if m is None:
+        return None
+    fields = ("argument", "output", "alias", "temp", "generated_code")
+    return {f: int(getattr(m, f"{f}_size_in_bytes", 0)) for f in fields}
+
+
+# ---------------------------------------------------------------------------
+# PyTorch + timm
+
+
+def _torchvision_without_ops() -> None:
+    """Lets `import timm` work with a torchvision whose C++ ops cannot load (a CUDA wheel beside CPU torch).
+
+    timm imports torchvision (for FrozenBatchNorm2d and data transforms) but EfficientNet needs
+    none of its C++ ops. PyPI's Linux torchvision wheels are CUDA builds; next to a CPU-only torch
+    their ops library fails to load, and torchvision's import then stops at registering fake
+    kernels for two ops it never defined. Declaring those two schemas first (no kernels) lets it
+    import; nothing here calls them.
+    """
+    import importlib.util
+    import pathlib
+
+    import torch
+
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or spec.origin is None:
+        return
+    libs = sorted(pathlib.Path(spec.origin).parent.glob("_C*.so"))
+    try:
+        if libs:
+            torch.ops.load_library(str(libs[0]))
+            return
+    except OSError:
+        pass
+    for op in ("nms", "qnms"):
+        torch.library.define(f"torchvision::{op}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+
+
+def run_torch(job: dict[str, Any], channels_last: bool) -> dict[str, Any]:
+    """timm's efficientnet_b<N> with torch.optim.RMSprop, label smoothing and a weight EMA.
+
+    On a GPU the step uses automatic mixed precision (bfloat16 autocast) and channels_last,
+    as a user after speed would.
+    """
+    import torch
+
+    _torchvision_without_ops()
+    import timm
+
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    if cuda:
+        channels_last = True
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    t = job["train_cfg"]
+    net = timm.create_model(
+        job["timm_model"], num_classes=job["num_classes"], drop_rate=job["dropout"], drop_path_rate=job["drop_path"]
+    )
+    net = net.to(device=device, memory_format=fmt)
+    opt = torch.optim.RMSprop(
+        net.parameters(),
+        lr=t["learning_rate"],
+        alpha=t["rmsprop_decay"],
+        eps=t["epsilon"],
+        momentum=t["momentum"],
+        weight_decay=t["weight_decay"],
+    )
+    ema = [p.detach().clone() for p in net.parameters()]
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=t["label_smoothing"])
+    b, r = job["batch"], job["resolution"]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(b, 3, r, r, generator=gen).to(device=device, memory_format=fmt)
+    y = torch.randint(0, job["num_classes"], (b,), generator=gen).to(device)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+
+    def amp() -> Any:
+        return torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
+
+    def train_once() -> None:
+        net.train()
+        opt.zero_grad(set_to_none=True)
+        with amp():
+            loss = loss_fn(net(x), y)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach() for p in net.parameters()], 1.0 - t["ema_decay"])
+        sync()
+
+    out: dict[str, Any] = {
+        "platform": "gpu" if cuda else "cpu",
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "threads": torch.get_num_threads(),
+        "channels_last": channels_last,
+    }
+    times, first = time_steps(train_once, job["warmup"], job["steps"], job["max_seconds"])
+    out["train"] = _summary(times, b)
+    out["train_first_step_s"] = first
+    out["peak_rss_after_train_bytes"] = peak_rss_bytes()
+    if job.get("train_only"):
+        out["peak_rss_bytes"] = peak_rss_bytes()
+        return out
+    opt.zero_grad(set_to_none=True)
+    net.eval()
+
+    def infer_once() -> None:
+        with torch.inference_mode(), amp():
+            net(x)
+        sync()
+
+    times, _ = time_steps(infer_once, 2, job["steps"], job["max_seconds"])
+    out["infer"] = _summary(times, b)
+    out["peak_rss_bytes"] = peak_rss_bytes()
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Keras 3
+
+
+def run_keras(job: dict[str, Any], backend: str) -> dict[str, Any]:
+    """keras.applications.EfficientNetB<N> trained with train_on_batch (RMSprop with EMA, label smoothing)."""
+    os.environ["KERAS_BACKEND"] = backend
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import numpy as np
+
+    t = job["train_cfg"]
+    b, r, n = job["batch"], job["resolution"], job["num_classes"]
+    app = getattr(keras.applications, f"EfficientNet{job['preset'].upper()}")
+    net = app(weights=None, input_shape=(r, r, 3), classes=n)
+    net.compile(
+        optimizer=keras.optimizers.RMSprop(
+            learning_rate=t["learning_rate"],
+            rho=t["rmsprop_decay"],
+            momentum=t["momentum"],
+            epsilon=t["epsilon"],
+            weight_decay=t["weight_decay"],
+            use_ema=t["ema_decay"] > 0,
+            ema_momentum=t["ema_decay"],
+        ),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=t["label_smoothing"]),
+        jit_compile=job.get("keras_jit", "auto"),
+    )
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((b, r, r, 3), np.float32)
+    y = np.eye(n, dtype=np.float32)[rng.integers(0, n, b)]
+    # Keras returns host scalars from train_on_batch / numpy from predict_on_batch: each call blocks.
+    out: dict[str, Any] = {"platform": keras.backend.backend(), "keras": keras.__version__}
+    times, first = time_steps(lambda: net.train_on_batch(x, y), job["warmup"], job["steps"], job["max_seconds"])
+    out["train"] = _summary(times, b)
+    out["train_first_step_s"] = first
+    out["peak_rss_after_train_bytes"] = peak_rss_bytes()
+    if job.get("train_only"):
+        out["peak_rss_bytes"] = peak_rss_bytes()
+        return out
+    times, _ = time_steps(lambda: net.predict_on_batch(x), 2, job["steps"], job["max_seconds"])
+    out["infer"] = _summary(times, b)
+    out["peak_rss_bytes"] = peak_rss_bytes()
+    return out
+
+
+def run(job: dict[str, Any]) -> dict[str, Any]:
+    """Dispatches `job` to its framework's worker."""
+    fw = job["framework"]
+    if fw == "effscale":
+        return run_effscale(job)
+    if fw in ("torch", "torch_cl"):
+        return run_torch(job, channels_last=fw == "torch_cl")
+    if fw in ("keras_tf", "keras_jax"):
+        return run_keras(job, "tensorflow" if fw == "keras_tf" else "jax")
+    raise ValueError(f"Unknown framework {fw!r}: choose from {FRAMEWORKS}.")
+
+
+def main(argv: list[str]) -> None:
+    """Entry point of a worker process: one JSON job in, one RESULT: JSON line out."""
+    job = json.loads(argv[1])
+    result = {"framework": job["framework"], **run(job)}
+    print("RESULT:" + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,415 @@
+"""TFDS input pipelines for image classification at any resolution.
+
+The trainer calls four functions, all driven by `config.data`:
+
+    info = dataset_info(config.data)            # classes and split sizes; validates name and files
+    train = train_batches(config.data, spec.resolution, global_batch // process_count, seed,
+                          start_step=step, process_index=..., process_count=...)
+    for batch in eval_batches(config.data, spec.resolution, eval_batch // process_count, ...): ...
+
+Any TFDS image-classification dataset works by name; 'fashion_mnist' selects our offline builder
+(effscale.fashion_mnist), prepared once into the TFDS data_dir on first use.
+
+Reproducibility: the training stream is a pure function of (config, resolution, batch size, seed,
+process share). Each epoch is shuffled with a seed derived from (seed, epoch), and every random
+crop and flip is a stateless op keyed by (seed, process, epoch, example index). Resuming at a step
+therefore skips the examples before it without decoding them, and yields the same batches as an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from effscale import fashion_mnist
+
+FASHION_MNIST = "fashion_mnist"
+TRAIN_CROPS = ("inception", "center", "none")
+RESIZE_METHODS = ("bilinear", "bicubic", "area", "nearest", "lanczos3", "lanczos5", "gaussian", "mitchellcubic")
+ASPECT_RATIO_RANGE = (3 / 4, 4 / 3)
+# The paper's eval padding is defined at this resolution; it is scaled linearly with the resolution.
+PADDING_REFERENCE_RESOLUTION = 224
+
+# TF must not take the accelerator (or its memory) from JAX: the pipeline runs on the CPU.
+with contextlib.suppress(RuntimeError):  # raised when TF's devices are already initialised
+    tf.config.set_visible_devices([], "GPU")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What the trainer needs to know about a dataset before building the model."""
+
+    name: str
+    num_classes: int
+    train_examples: int
+    eval_examples: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Dataset lookup and preparation
+
+
+def dataset_info(data_cfg) -> DatasetInfo:
+    """Class count and split sizes from the dataset's TFDS info.
+
+    Validates the configuration and prepares the dataset if needed (Fashion-MNIST: seconds, once).
+    Raises ValueError saying what to fix for an unknown name, missing files or an unknown split.
+    """
+    builder = _builder(data_cfg)
+    _, label_key = _feature_keys(builder)
+    return DatasetInfo(
+        name=data_cfg.name,
+        num_classes=int(builder.info.features[label_key].num_classes),
+        train_examples=_num_examples(builder, data_cfg.train_split),
+        eval_examples=_num_examples(builder, _eval_split(data_cfg, builder)),
+    )
+
+
+def train_steps_per_epoch(data_cfg, batch_size: int, process_count: int = 1) -> int:
+    """Training steps in one epoch: the epoch remainder that does not fill a global batch is dropped."""
+    return dataset_info(data_cfg).train_examples // (batch_size * process_count)
+
+
+def eval_steps(data_cfg, batch_size: int, process_count: int = 1) -> int:
+    """Number of batches `eval_batches` yields on every process (the largest share, padded)."""
+    return _eval_steps(dataset_info(data_cfg).eval_examples, batch_size, process_count)
+
+
+def _eval_steps(num_examples: int, batch_size: int, process_count: int) -> int:
+    largest_share = -(-num_examples // process_count)
+    return max(1, -(-largest_share // batch_size))
+
+
+def _builder(data_cfg) -> tfds.core.DatasetBuilder:
+    """A prepared builder for `data_cfg.name` (preparing it on first use)."""
+    _check_config(data_cfg)
+    manual_dir = data_cfg.manual_dir
+    if data_cfg.name == FASHION_MNIST:
+        manual_dir = manual_dir or fashion_mnist.DEFAULT_MANUAL_DIR
+        missing = fashion_mnist.missing_files(manual_dir)
+        if missing:
+            raise ValueError(
+                f"Fashion-MNIST: files {', '.join(missing)} not found in {manual_dir}. {fashion_mnist.INSTRUCTIONS}"
+            )
+    builder = _make_builder(data_cfg.name, data_cfg.data_dir)
+    if not builder.is_prepared():
+        _prepare(builder, manual_dir)
+        # Another process may have prepared it: a fresh builder reads the split sizes from disk.
+        builder = _make_builder(data_cfg.name, data_cfg.data_dir)
+    return builder
+
+
+def _make_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+    if name == FASHION_MNIST:
+        return fashion_mnist.FashionMnistIdx(data_dir=data_dir)
+    try:
+        return tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as e:
+        raise ValueError(
+            f"Unknown dataset {name!r} in config.data.name: not a TFDS dataset name. Use '{FASHION_MNIST}' "
+            "(offline default) or a TFDS image-classification dataset such as 'cifar10', 'imagenette' or "
+            "'imagenet2012'."
+        ) from e
+
+
+def _prepare(builder: tfds.core.DatasetBuilder, manual_dir: str | None) -> None:
+    """Prepares `builder` in its data_dir once, even when several processes start together.
+
+    TFDS writes into a temporary directory and renames it, but two racing processes would both
+    generate and the second rename fails: an exclusive lock serialises them, and whoever comes
+    second finds the data ready. The lock lives in the local temp dir (keyed by the data_dir)
+    because data_dir may be a bucket, where file locks do not exist.
+    """
+    key = hashlib.sha256(f"{builder.data_dir_root}/{builder.name}".encode()).hexdigest()[:16]
+    lock_path = os.path.join(tempfile.gettempdir(), f"effscale-tfds-{builder.name}-{key}.lock")
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            if builder.is_prepared():
+                return
+            config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
+            try:
+                builder.download_and_prepare(download_config=config)
+            except Exception as e:  # any failure gets the same advice, with its cause attached
+                raise ValueError(
+                    f"Dataset {builder.name!r} is not prepared in {builder.data_dir} and preparing it failed "
+                    f"({type(e).__name__}: {e}). Prepare it once with `tfds build {builder.name} "
+                    f"--data_dir={builder.data_dir_root}` (add --manual_dir=DIR for datasets that need a manual "
+                    "download, e.g. imagenet2012), or set config.data.data_dir to where it is prepared "
+                    "and config.data.manual_dir to the downloaded files."
+                ) from e
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def _check_config(data_cfg) -> None:
+    if data_cfg.train_crop not in TRAIN_CROPS:
+        raise ValueError(f"config.data.train_crop={data_cfg.train_crop!r}; expected one of {TRAIN_CROPS}.")
+    if data_cfg.resize_method not in RESIZE_METHODS:
+        raise ValueError(f"config.data.resize_method={data_cfg.resize_method!r}; expected one of {RESIZE_METHODS}.")
+    if not 0 < data_cfg.min_crop_area <= 1:
+        raise ValueError(f"config.data.min_crop_area={data_cfg.min_crop_area} must lie in (0, 1].")
+    if len(data_cfg.mean) != 3 or len(data_cfg.std) != 3:
+        raise ValueError("config.data.mean and config.data.std need one value per RGB channel.")
+
+
+def _feature_keys(builder: tfds.core.DatasetBuilder) -> tuple[str, str]:
+    """(image key, label key) of an image-classification dataset; ValueError for anything else."""
+    info = builder.info
+    keys = info.supervised_keys
+    features = info.features
+    if (
+        not isinstance(keys, tuple)
+        or len(keys) != 2
+        or not all(isinstance(k, str) for k in keys)
+        or not isinstance(features[keys[0]], tfds.features.Image)
+        or not isinstance(features[keys[1]], tfds.features.ClassLabel)
+    ):
+        raise ValueError(
+            f"Dataset {builder.name!r} is not an image-classification dataset: its supervised keys {keys} do not "
+            "name an Image feature and a ClassLabel feature."
+        )
+    channels = features[keys[0]].shape[-1]
+    if channels not in (1, 3):
+        raise ValueError(f"Dataset {builder.name!r} has {channels}-channel images; only 1 or 3 are supported.")
+    return keys
+
+
+def _eval_split(data_cfg, builder: tfds.core.DatasetBuilder) -> str:
+    if data_cfg.eval_split:
+        return data_cfg.eval_split
+    # Many small datasets (fashion_mnist, cifar10) have no validation split: their test split is the eval set.
+    return "validation" if "validation" in builder.info.splits else "test"
+
+
+def _num_examples(builder: tfds.core.DatasetBuilder, split: Any) -> int:
+    try:
+        return int(builder.info.splits[split].num_examples)
+    except (KeyError, ValueError) as e:
+        raise ValueError(
+            f"Split {split!r} not found in dataset {builder.name!r} (splits: {', '.join(builder.info.splits)}); "
+            "set config.data.train_split / eval_split."
+        ) from e
+
+
+def _read(builder: tfds.core.DatasetBuilder, split: Any) -> tf.data.Dataset:
+    """(encoded image, label) pairs of `split` in file order; decoding is left for later."""
+    image_key, label_key = _feature_keys(builder)
+    ds = builder.as_dataset(
+        split=split,
+        shuffle_files=False,
+        decoders={image_key: tfds.decode.SkipDecoding()},
+        # Caching is config.data.cache's decision, made after decoding; TFDS would cache encoded records.
+        read_config=tfds.ReadConfig(try_autocache=False),
+    )
+    return ds.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)))
+
+
+def _decoder(builder: tfds.core.DatasetBuilder):
+    """Encoded image -> uint8 (H, W, 3); grayscale is repeated into three channels."""
+    image_feature = builder.info.features[_feature_keys(builder)[0]]
+
+    def decode(encoded: tf.Tensor) -> tf.Tensor:
+        image = image_feature.decode_example(encoded)
+        if image.shape[-1] == 1:
+            image = tf.image.grayscale_to_rgb(image)
+        return image
+
+    return decode
+
+
+def _options(data_cfg) -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = True
+    if data_cfg.get("threads"):
+        # A private pool bounds how many cores tf.data takes from the XLA computation it feeds.
+        options.threading.private_threadpool_size = data_cfg.threads
+        options.threading.max_intra_op_parallelism = 1
+    return options
+
+
+# ---------------------------------------------------------------------------------------------
+# Preprocessing
+
+
+def center_crop_window(height, width, resolution: int, padding: float = 32) -> tuple[Any, Any, Any]:
+    """(top, left, size) of the evaluation center crop of a `height` x `width` image.
+
+    The paper crops resolution / (resolution + 32) of the shorter side at 224 px; the 32 pixels
+    are scaled with the resolution so that the crop fraction, 224 / (224 + padding), does not
+    depend on it (a fixed 32 would crop a 28-px image to less than half). Works on Python ints
+    and on scalar tensors.
+    """
+    scaled_padding = padding * resolution / PADDING_REFERENCE_RESOLUTION
+    fraction = resolution / (resolution + scaled_padding)
+    if isinstance(height, int) and isinstance(width, int):
+        size = int(fraction * min(height, width))
+        return (height - size + 1) // 2, (width - size + 1) // 2, size
+    size = tf.cast(fraction * tf.cast(tf.minimum(height, width), tf.float64), tf.int32)
+    return (height - size + 1) // 2, (width - size + 1) // 2, size
+
+
+def _center_crop(image: tf.Tensor, resolution: int, padding: float) -> tf.Tensor:
+    shape = tf.shape(image)
+    top, left, size = center_crop_window(shape[0], shape[1], resolution, padding)
+    return image[top : top + size, left : left + size]
+
+
+def _random_resized_crop(image: tf.Tensor, key: tf.Tensor, data_cfg, resolution: int) -> tf.Tensor:
+    """Inception crop: area in [min_crop_area, 1] of the image, aspect 3/4..4/3; center crop if none fits."""
+    shape = tf.shape(image)
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        shape,
+        bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        seed=key,
+        min_object_covered=data_cfg.min_crop_area,
+        aspect_ratio_range=ASPECT_RATIO_RANGE,
+        area_range=(data_cfg.min_crop_area, 1.0),
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    # The sampler returns the whole image when no candidate fits after max_attempts.
+    failed = tf.reduce_all(tf.equal(size[:2], shape[:2]))
+    return tf.cond(
+        failed,
+        lambda: _center_crop(image, resolution, data_cfg.eval_crop_padding),
+        lambda: tf.slice(image, begin, size),
+    )
+
+
+def _finish(image: tf.Tensor, data_cfg, resolution: int) -> tf.Tensor:
+    """uint8 crop -> float32 (R, R, 3): values to [0, 1], resize, normalise."""
+    image = tf.image.convert_image_dtype(image, tf.float32)
+    image = tf.image.resize(image, (resolution, resolution), method=data_cfg.resize_method)
+    image = tf.clip_by_value(image, 0.0, 1.0)  # bicubic overshoots
+    mean = tf.constant(data_cfg.mean, tf.float32)
+    std = tf.constant(data_cfg.std, tf.float32)
+    return (image - mean) / std
+
+
+def preprocess_train(image: tf.Tensor, key: tf.Tensor, data_cfg, resolution: int) -> tf.Tensor:
+    """Training view of a uint8 (H, W, 3) image: crop per `train_crop`, flip per `flip`, keyed by `key` ([2] int)."""
+    crop_key, flip_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
+    if data_cfg.train_crop == "inception":
+        image = _random_resized_crop(image, crop_key, data_cfg, resolution)
+    elif data_cfg.train_crop == "center":
+        image = _center_crop(image, resolution, data_cfg.eval_crop_padding)
+    image = _finish(image, data_cfg, resolution)
+    if data_cfg.flip:
+        image = tf.image.stateless_random_flip_left_right(image, seed=flip_key)
+    return image
+
+
+def preprocess_eval(image: tf.Tensor, data_cfg, resolution: int) -> tf.Tensor:
+    """Evaluation view of a uint8 (H, W, 3) image: padded center crop, resize, normalise."""
+    return _finish(_center_crop(image, resolution, data_cfg.eval_crop_padding), data_cfg, resolution)
+
+
+# ---------------------------------------------------------------------------------------------
+# Streams
+
+
+def train_batches(
+    data_cfg,
+    resolution: int,
+    batch_size: int,
+    seed: int,
+    start_step: int = 0,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Infinite training batches of this process's share: {'image': float32 (B, R, R, 3), 'label': int32 (B,)}.
+
+    `batch_size` is per process. An epoch is train_examples // (batch_size * process_count) steps;
+    the remainder is dropped. Starting at `start_step` yields what an uninterrupted stream yields
+    from that step on: whole epochs before it are never read, and the examples of the partial epoch
+    are skipped before decoding.
+    """
+    builder = _builder(data_cfg)
+    steps_per_epoch = _num_examples(builder, data_cfg.train_split) // (batch_size * process_count)
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"Split {data_cfg.train_split!r} of {data_cfg.name!r} is smaller than one global batch of "
+            f"{batch_size} x {process_count} processes."
+        )
+    # Equal shares, so that every process has the examples for steps_per_epoch batches.
+    share = tfds.split_for_jax_process(
+        data_cfg.train_split, process_index=process_index, process_count=process_count, drop_remainder=True
+    )
+    decode = _decoder(builder)
+    examples = _read(builder, share).enumerate()  # (index in share, (image, label)): the example's identity
+    if data_cfg.cache:
+        examples = examples.map(lambda i, ex: (i, (decode(ex[0]), ex[1])), num_parallel_calls=tf.data.AUTOTUNE)
+        examples = examples.cache()
+        # The decoded share is in memory anyway: shuffle all of it, a true permutation per epoch.
+        buffer = _num_examples(builder, share)
+    else:
+        buffer = data_cfg.shuffle_buffer
+    examples_per_epoch = steps_per_epoch * batch_size
+
+    def epoch_examples(epoch: tf.Tensor) -> tf.data.Dataset:
+        epoch_seed = tf.random.stateless_uniform(
+            [], seed=tf.stack([tf.constant(seed, tf.int64), epoch]), minval=None, maxval=None, dtype=tf.int64
+        )
+        ds = examples.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False).take(examples_per_epoch)
+        return ds.map(lambda i, ex: (epoch, i, ex))
+
+    first_epoch, step_in_epoch = divmod(start_step, steps_per_epoch)
+    stream = tf.data.Dataset.range(first_epoch, sys.maxsize).flat_map(epoch_examples)
+    stream = stream.skip(step_in_epoch * batch_size)
+    base_key = tf.constant([seed, process_index], tf.int64)
+
+    def preprocess(epoch, index, ex):
+        image, label = ex
+        if not data_cfg.cache:
+            image = decode(image)
+        key = tf.random.experimental.stateless_fold_in(tf.random.experimental.stateless_fold_in(base_key, epoch), index)
+        return {"image": preprocess_train(image, key, data_cfg, resolution), "label": label}
+
+    stream = stream.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    stream = stream.batch(batch_size, drop_remainder=True).prefetch(data_cfg.prefetch)
+    return stream.with_options(_options(data_cfg)).as_numpy_iterator()
+
+
+def eval_batches(
+    data_cfg, resolution: int, batch_size: int, process_index: int = 0, process_count: int = 1
+) -> Iterator[dict[str, np.ndarray]]:
+    """Evaluation batches of this process's share, each example exactly once over all processes.
+
+    {'image': float32 (B, R, R, 3), 'label': int32 (B,), 'mask': bool (B,)}. Shares differ by at
+    most one example; each is padded with masked (all-zero) examples to `eval_steps` batches, so
+    every process yields the same number of batches, as collective evaluation steps require.
+    """
+    builder = _builder(data_cfg)
+    split = _eval_split(data_cfg, builder)
+    steps = _eval_steps(_num_examples(builder, split), batch_size, process_count)
+    share = tfds.split_for_jax_process(split, process_index=process_index, process_count=process_count)
+    decode = _decoder(builder)
+
+    def preprocess(encoded, label):
+        image = preprocess_eval(decode(encoded), data_cfg, resolution)
+        return {"image": image, "label": label, "mask": tf.constant(True)}
+
+    ds = _read(builder, share).map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    padding = tf.data.Dataset.from_tensors(
+        {
+            "image": tf.zeros((resolution, resolution, 3), tf.float32),
+            "label": tf.constant(0, tf.int32),
+            "mask": tf.constant(False),
+        }
+    ).repeat()
+    ds = ds.concatenate(padding).take(steps * batch_size)
+    ds = ds.batch(batch_size).prefetch(data_cfg.prefetch)
+    return ds.with_options(_options(data_cfg)).as_numpy_iterator()

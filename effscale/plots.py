@@ -1,0 +1,451 @@
+"""Figures of a results table: accuracy against compute, one line per scaling strategy.
+
+Every function takes rows (dicts, as from `results.collect` / `results.read_table`) and
+returns a `matplotlib.figure.Figure` built without pyplot (no global figure state, any
+backend: files here, inline in a notebook). `plot_all` writes every figure the rows support
+as PNG and SVG. Top-1 is shown in percent (a table holding fractions is scaled by 100).
+
+- `top1_vs(rows, 'macs')`: top-1 against multiply-adds (log x), one line per series, with the
+  fitted saturating curve (solid over the data, dashed where extrapolated). Figure 3 as an
+  overlay; on a width_at_depth_resolution sweep, Figure 4's four lines.
+- `panels(rows)`: one panel per strategy, shared top-1 axis (Figure 3's three panels).
+- `equal_flops(rows)`: top-1 per strategy at each multiply-add budget (Table 7).
+- `pareto(rows)`: every point and the frontier of the best top-1 for its cost.
+- `top1_vs(rows, 'params')`, `top1_vs(rows, 'train_time')`: the same against parameters and
+  against measured training time per image.
+- `time_vs_macs(rows)`: measured time per training image against multiply-adds: FLOPs do not
+  predict speed (depthwise-heavy, high-resolution networks are slow per multiply-add).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
+
+from effscale import fit as fitting
+
+Row = Mapping[str, Any]
+
+# One colour per strategy across every figure; other series take the cycle's colours.
+STRATEGY_COLORS = {
+    "width": "#1f77b4",
+    "depth": "#ff7f0e",
+    "resolution": "#2ca02c",
+    "compound": "#d62728",
+    "abg": "#9467bd",
+}
+_CYCLE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
+
+# x-axis choices of `top1_vs`: label and how to read the value from a row.
+X_AXES: dict[str, tuple[str, Callable[[Row], float | None]]] = {
+    "macs": ("multiply-adds per image", lambda r: r.get("macs")),
+    "params": ("parameters", lambda r: r.get("params")),
+    "train_time": (
+        "measured training time per image (s)",
+        lambda r: 1.0 / r["train_images_per_sec"] if r.get("train_images_per_sec") else None,
+    ),
+}
+EXTRAPOLATE = 4.0  # fitted curves continue to this multiple of the largest x, dashed
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def accuracy_key(rows: Sequence[Row]) -> str:
+    """The accuracy column to plot: EMA top-1 when every finished row has it, else final top-1."""
+    finished = [r for r in rows if r.get("status") == "done"]
+    if finished and all(_num(r.get("ema_top1")) is not None for r in finished):
+        return "ema_top1"
+    return "top1"
+
+
+def _scale(rows: Sequence[Row], key: str) -> float:
+    """100 when the column holds fractions, so the axis reads in percent."""
+    values = [_num(r.get(key)) for r in rows]
+    values = [v for v in values if v is not None]
+    return 100.0 if values and max(values) <= 1.0 else 1.0
+
+
+def finished(rows: Sequence[Row], key: str | None = None) -> list[Row]:
+    """Done rows that have an accuracy and MACs."""
+    key = key or accuracy_key(rows)
+    return [r for r in rows if r.get("status") == "done" and _num(r.get(key)) is not None and _num(r.get("macs"))]
+
+
+def series_of(rows: Sequence[Row]) -> dict[str, list[Row]]:
+    """Rows by series (default: strategy), series in first-seen order."""
+    out: dict[str, list[Row]] = {}
+    for r in rows:
+        out.setdefault(str(r.get("series") or r.get("strategy") or "?"), []).append(r)
+    return out
+
+
+def _color(name: str, k: int) -> str:
+    """The strategy's own colour, else the k-th of the cycle."""
+    return STRATEGY_COLORS.get(name, _CYCLE[k % len(_CYCLE)])
+
+
+def _line(
+    ax: Axes,
+    rows: Sequence[Row],
+    x_of: Callable[[Row], float | None],
+    key: str,
+    scale: float,
+    label: str,
+    color: str,
+    x_max: float | None,
+    with_fit: bool = True,
+) -> fitting.Saturating | None:
+    """One series: points joined in x order, plus its fitted curve and extrapolation."""
+    pts = sorted((x, _num(r.get(key)) * scale) for r in rows if (x := _num(x_of(r))) and _num(r.get(key)) is not None)
+    if not pts:
+        return None
+    xs, ys = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
+    curve = fitting.fit_saturating(xs, ys, a_max=100.0) if with_fit else None
+    if curve is not None:
+        # Three points fix three parameters exactly: the ceiling means little then.
+        label += f"  (fit: -> {curve.a:.1f})" if _ceiling_known(curve) else "  (fit)"
+    ax.plot(xs, ys, "o-", color=color, label=label, lw=1.2, ms=4, alpha=0.9 if curve is None else 0.6)
+    if curve is not None:
+        inside = np.geomspace(xs.min(), xs.max(), 60)
+        ax.plot(inside, curve(inside), "-", color=color, lw=2)
+        if x_max and x_max > xs.max():
+            beyond = np.geomspace(xs.max(), x_max, 40)
+            ax.plot(beyond, curve(beyond), "--", color=color, lw=1.5)
+    return curve
+
+
+def _ceiling_known(curve: fitting.Saturating | None) -> bool:
+    """Whether the fit says where the curve saturates: more points than parameters, below 100%."""
+    return curve is not None and curve.n > fitting.MIN_POINTS and curve.a < 99.9
+
+
+def _log_x(ax: Axes) -> None:
+    """Log x axis with short SI labels (3M, 10M) and no crowded minor labels."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _si(v)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def top1_vs(rows: Sequence[Row], x: str = "macs", title: str = "", fit: bool = True) -> Figure:
+    """Top-1 against `x` ('macs', 'params' or 'train_time'), log x, one line per series."""
+    xlabel, x_of = X_AXES[x]
+    key = accuracy_key(rows)
+    rows = finished(rows, key)
+    scale = _scale(rows, key)
+    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    xs = [v for r in rows if (v := _num(x_of(r)))]
+    x_max = max(xs) * EXTRAPOLATE if xs else None
+    for k, (name, group) in enumerate(series_of(rows).items()):
+        _line(ax, group, x_of, key, scale, name, _color(name, k), x_max, fit)
+    _decorate(ax, xlabel, key, title or f"top-1 against {xlabel}")
+    return fig
+
+
+def _decorate(ax: Axes, xlabel: str, key: str, title: str) -> None:
+    _log_x(ax)
+    ax.set_xlabel(xlabel + " (log scale)")
+    ax.set_ylabel(("EMA " if key.startswith("ema") else "") + "top-1 accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower right")
+
+
+def panels(rows: Sequence[Row], by: str = "strategy", title: str = "") -> Figure:
+    """Top-1 against multiply-adds, one panel per `by` value (Figure 3's three panels), shared y."""
+    key = accuracy_key(rows)
+    rows = finished(rows, key)
+    scale = _scale(rows, key)
+    groups: dict[str, list[Row]] = {}
+    for r in rows:
+        groups.setdefault(str(r.get(by) or "?"), []).append(r)
+    n = max(1, len(groups))
+    fig = Figure(figsize=(3.6 * n, 3.8), layout="constrained")
+    axes = fig.subplots(1, n, sharey=True, squeeze=False)[0]
+    x_of = X_AXES["macs"][1]
+    for k, (ax, (name, group)) in enumerate(zip(axes, groups.items(), strict=False)):
+        x_max = max(_num(r["macs"]) for r in group) * EXTRAPOLATE
+        curve = _line(ax, group, x_of, key, scale, name, _color(name, k), x_max)
+        for r in group:
+            ax.annotate(
+                _point_label(r, name),
+                (_num(r["macs"]), _num(r[key]) * scale),
+                fontsize=6,
+                textcoords="offset points",
+                xytext=(3, -8),
+            )
+        ceiling = f": saturates near {curve.a:.1f}" if _ceiling_known(curve) else ""
+        _decorate(ax, "multiply-adds", key, f"scale {name}{ceiling}")
+        if k:
+            ax.set_ylabel("")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def _point_label(r: Row, strategy: str) -> str:
+    """A short label of the scaled value: w=2.0, d=3, r=48, phi=2."""
+    field = {"width": "width", "depth": "depth", "resolution": "resolution", "compound": "phi"}.get(strategy)
+    v = _num(r.get(field)) if field else None
+    if v is None:
+        return ""
+    short = {"width": "w", "depth": "d", "resolution": "r", "phi": "phi"}[field]
+    return f"{short}={v:g}" if field != "resolution" else f"r={int(v)}"
+
+
+def equal_flops(rows: Sequence[Row], title: str = "") -> Figure:
+    """Top-1 per strategy at each multiply-add budget (rows with 'target_macs'), with achieved MACs."""
+    key = accuracy_key(rows)
+    rows = [r for r in finished(rows, key) if _num(r.get("target_macs"))]
+    scale = _scale(rows, key)
+    budgets = sorted({_num(r["target_macs"]) for r in rows})
+    strategies = list(dict.fromkeys(str(r.get("strategy")) for r in rows))
+    fig = Figure(figsize=(1.6 + 1.9 * max(1, len(budgets)), 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(strategies))
+    for k, s in enumerate(strategies):
+        for j, budget in enumerate(budgets):
+            match = [r for r in rows if r.get("strategy") == s and _num(r["target_macs"]) == budget]
+            if not match:
+                continue
+            r = match[0]
+            xpos = j + (k - (len(strategies) - 1) / 2) * width
+            top1 = _num(r[key]) * scale
+            ax.bar(xpos, top1, width * 0.95, color=_color(s, k), label=s if j == 0 else None)
+            ax.annotate(
+                f"{top1:.1f}\n{_num(r['macs']) / budget:.2f}x", (xpos, top1), ha="center", va="bottom", fontsize=6
+            )
+    values = [_num(r[key]) * scale for r in rows]
+    if values:
+        lo, hi = min(values), max(values)
+        pad = max(1.0, (hi - lo) * 0.6)
+        ax.set_ylim(lo - pad, hi + pad)
+    ax.set_xticks(range(len(budgets)), [f"{_si(b)} MACs" for b in budgets])
+    ax.set_ylabel(("EMA " if key.startswith("ema") else "") + "top-1 accuracy (%)")
+    ax.set_title(title or "equal multiply-adds: which dimension to scale (label: top-1, achieved / budget)", fontsize=9)
+    ax.grid(True, axis="y", alpha=0.3)
+    if strategies:
+        ax.legend(fontsize=7, loc="upper left")
+    return fig
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (cost, accuracy) points no other point beats on both (cheaper-or-equal and more accurate)."""
+    front: list[tuple[float, float]] = []
+    best = -math.inf
+    for cost, acc in sorted(points, key=lambda p: (p[0], -p[1])):
+        if acc > best:
+            front.append((cost, acc))
+            best = acc
+    return front
+
+
+def pareto(rows: Sequence[Row], x: str = "macs", title: str = "") -> Figure:
+    """Every finished point by series, and the frontier of best top-1 for its cost (step line)."""
+    xlabel, x_of = X_AXES[x]
+    key = accuracy_key(rows)
+    rows = finished(rows, key)
+    scale = _scale(rows, key)
+    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    pts = []
+    for k, (name, group) in enumerate(series_of(rows).items()):
+        named = [(v, _num(r[key]) * scale, r.get("point")) for r in group if (v := _num(x_of(r)))]
+        pts += named
+        xy = [(c, a) for c, a, _ in named]
+        if xy:
+            ax.scatter(*zip(*xy, strict=True), s=18, color=_color(name, k), label=name, alpha=0.8)
+    front = pareto_front([(c, a) for c, a, _ in pts])
+    if front:
+        ax.step(*zip(*front, strict=True), where="post", color="black", lw=1.2, label="Pareto frontier")
+        names = {(c, a): n for c, a, n in pts}
+        for c, a in front:
+            ax.annotate(str(names.get((c, a), "")), (c, a), fontsize=6, textcoords="offset points", xytext=(3, 3))
+    _decorate(ax, xlabel, key, title or "Pareto frontier: best top-1 for the cost")
+    return fig
+
+
+def time_vs_macs(rows: Sequence[Row], title: str = "") -> Figure:
+    """Measured training time per image against multiply-adds (left), and time per multiply-add (right).
+
+    Right: each point's seconds per multiply-add relative to the median point. If FLOPs
+    predicted speed every point would sit on 1; depthwise convolutions, small feature maps and
+    large activations cost time that multiply-adds do not count.
+    """
+    rows = [
+        r for r in rows if r.get("status") == "done" and _num(r.get("macs")) and _num(r.get("train_images_per_sec"))
+    ]
+    fig = Figure(figsize=(10.5, 4.2), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    groups = {
+        name: sorted((_num(r["macs"]), 1.0 / _num(r["train_images_per_sec"])) for r in group)
+        for name, group in series_of(rows).items()
+    }
+    median = float(np.median([t / m for xy in groups.values() for m, t in xy])) if rows else 1.0
+    for k, (name, xy) in enumerate(groups.items()):
+        macs, secs = np.array([p[0] for p in xy]), np.array([p[1] for p in xy])
+        left.plot(macs, secs, "o-", color=_color(name, k), label=name, ms=4)
+        right.plot(macs, secs / macs / median, "o-", color=_color(name, k), label=name, ms=4)
+    if rows:
+        xs = np.geomspace(min(_num(r["macs"]) for r in rows), max(_num(r["macs"]) for r in rows), 10)
+        left.plot(xs, median * xs, ":", color="gray", label="time proportional to multiply-adds")
+        right.axhline(1.0, ls=":", color="gray")
+    for ax in (left, right):
+        _log_x(ax)
+        ax.set_yscale("log")
+        ax.set_xlabel("multiply-adds per image (log scale)")
+        ax.grid(True, which="both", alpha=0.3)
+    left.set_ylabel("measured training time per image (s)")
+    right.set_ylabel("time per multiply-add, relative to the median point")
+    if rows:
+        left.legend(fontsize=7)
+    fig.suptitle(title or "FLOPs do not predict speed", fontsize=11)
+    return fig
+
+
+def abg_ranking(rows: Sequence[Row], title: str = "") -> Figure:
+    """Top-1 of each (alpha, beta, gamma) candidate at phi = 1, best first, with its real MACs."""
+    key = accuracy_key(rows)
+    rows = sorted(finished(rows, key), key=lambda r: -_num(r[key]))
+    scale = _scale(rows, key)
+    fig = Figure(figsize=(6.4, 1.2 + 0.28 * max(1, len(rows))), layout="constrained")
+    ax = fig.add_subplot()
+    labels = [str(r.get("point", "")).removeprefix("abg-") for r in rows]
+    values = [_num(r[key]) * scale for r in rows]
+    ax.barh(range(len(rows)), values, color=STRATEGY_COLORS["abg"])
+    for k, r in enumerate(rows):
+        ax.annotate(
+            f"{values[k]:.2f}  {_si(_num(r['macs']))} MACs",
+            (values[k], k),
+            fontsize=6,
+            va="center",
+            textcoords="offset points",
+            xytext=(3, 0),
+        )
+    ax.set_yticks(range(len(rows)), labels, fontsize=7)
+    ax.invert_yaxis()
+    if values:
+        ax.set_xlim(min(values) - 1.0, max(values) + 1.5)
+    ax.set_xlabel(("EMA " if key.startswith("ema") else "") + "top-1 accuracy (%)")
+    ax.set_title(title or "alpha / beta / gamma candidates at phi = 1", fontsize=10)
+    ax.grid(True, axis="x", alpha=0.3)
+    return fig
+
+
+def _si(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:.0f}"
+
+
+def save(fig: Figure, directory: str | Path, name: str, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
+    """Writes `fig` as directory/name.<format> for each format; returns the paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = directory / f"{name}.{fmt}"
+        fig.savefig(path, dpi=130 if fmt == "png" else None)
+        paths.append(path)
+    return paths
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """`fig` as PNG bytes (to show it in a notebook without pyplot)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def figures_for(rows: Sequence[Row], title: str = "", only: Collection[str] | None = None) -> dict[str, Figure]:
+    """Every figure the rows of one sweep support, by file name (only those named in `only`, if given).
+
+    Names: top1_vs_macs, top1_vs_macs_panels, equal_flops, ranking (alpha/beta/gamma sweeps),
+    pareto, top1_vs_params, top1_vs_train_time, time_vs_macs.
+    """
+    key = accuracy_key(rows)
+    done = finished(rows, key)
+    if not done:
+        return {}
+    prefix = f"{title}: " if title else ""
+    strategies = {r.get("strategy") for r in done}
+    series = {r.get("series") or r.get("strategy") for r in done}
+    by = "strategy" if len(strategies) > 1 else "series"
+    timed = any(_num(r.get("train_images_per_sec")) for r in done)
+    # Figures are built lazily: each one costs real time on a small CPU.
+    makers: dict[str, Callable[[], Figure]] = {}
+    if strategies == {"abg"}:  # one phi, many coefficient triples: a ranking, not a curve
+        makers["ranking"] = lambda: abg_ranking(rows, f"{prefix}candidates at phi = 1")
+    else:
+        makers["top1_vs_macs"] = lambda: top1_vs(rows, "macs", f"{prefix}top-1 against multiply-adds")
+        if len(strategies) > 1 or len(series) > 1:
+            makers["top1_vs_macs_panels"] = lambda: panels(rows, by=by, title=f"{prefix}one panel per {by}")
+        if any(_num(r.get("target_macs")) for r in done):
+            makers["equal_flops"] = lambda: equal_flops(rows, f"{prefix}top-1 at equal multiply-adds")
+    makers["pareto"] = lambda: pareto(rows, "macs", f"{prefix}Pareto frontier")
+    if strategies != {"abg"}:
+        if all(_num(r.get("params")) for r in done):
+            makers["top1_vs_params"] = lambda: top1_vs(rows, "params", f"{prefix}top-1 against parameters")
+        if timed:
+            makers["top1_vs_train_time"] = lambda: top1_vs(
+                rows, "train_time", f"{prefix}top-1 against measured training time"
+            )
+            makers["time_vs_macs"] = lambda: time_vs_macs(rows, f"{prefix}FLOPs do not predict speed")
+    return {name: make() for name, make in makers.items() if only is None or name in only}
+
+
+def by_sweep(rows: Sequence[Row]) -> dict[str, list[Row]]:
+    """Rows grouped by their sweep name (rows without one under 'results')."""
+    out: dict[str, list[Row]] = {}
+    for r in rows:
+        out.setdefault(str(r.get("sweep") or "results"), []).append(r)
+    return out
+
+
+def plot_all(rows: Sequence[Row], directory: str | Path, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
+    """Writes every figure of every sweep in `rows` into `directory` as <sweep>_<figure>.<format>."""
+    written: list[Path] = []
+    groups = by_sweep(rows)
+    for sweep, group in groups.items():
+        for name, fig in figures_for(group, sweep).items():
+            written += save(fig, directory, f"{sweep}_{name}", formats)
+    if len(groups) > 1 and finished(rows):
+        written += save(pareto(rows, "macs", "every sweep: Pareto frontier"), directory, "all_pareto", formats)
+        single = overview_rows(rows)
+        if len({r.get("strategy") for r in single}) > 1:
+            title = "scaling one dimension vs compound (Figure 3)"
+            written += save(top1_vs(single, "macs", title), directory, "all_top1_vs_macs", formats)
+            written += save(panels(single, "strategy", title), directory, "all_top1_vs_macs_panels", formats)
+    return written
+
+
+def overview_rows(rows: Sequence[Row]) -> list[Row]:
+    """Rows of the plain width / depth / resolution / compound curves, whatever sweep they came from.
+
+    Leaves out equal-FLOPs points (they have a budget), Figure 4's lines (their series is not
+    their strategy) and the alpha/beta/gamma candidates.
+    """
+    keep = ("width", "depth", "resolution", "compound")
+    return [
+        r
+        for r in rows
+        if r.get("strategy") in keep
+        and (r.get("series") or r.get("strategy")) == r.get("strategy")
+        and not _num(r.get("target_macs"))
+    ]

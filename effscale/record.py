@@ -1,0 +1,132 @@
+"""What a run writes: the JSONL metrics log, TensorBoard summaries and result.json.
+
+result.json is written atomically (a temporary file in the same directory, then
+`os.replace`), so a reader never sees half a record and a record's presence means
+the run finished. Only process 0 writes; the writers are no-ops elsewhere.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+RESULT = "result.json"
+METRICS = "metrics.jsonl"
+_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow", "tensorflow-datasets", "numpy")
+
+
+def write_json(path: str, obj: Any) -> None:
+    """Writes `obj` as JSON to `path` atomically (tmp file in the same directory + os.replace)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(_jsonable(obj), f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON values; non-finite floats become None (JSON has no NaN)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:  # numpy / jax scalars
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of the packages that decide the numbers, plus Python's."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+class MetricsWriter:
+    """Appends metrics to `<workdir>/metrics.jsonl` and TensorBoard event files under `<workdir>/tb`.
+
+    Each JSONL line is one event: {"step": ..., "kind": "train" | "eval", ...}.
+    `enabled=False` (processes other than 0) makes every call a no-op.
+    """
+
+    def __init__(self, workdir: str, enabled: bool = True):
+        self.enabled = enabled
+        self._path = os.path.join(workdir, METRICS)
+        self._tb = None
+        if enabled:
+            os.makedirs(workdir, exist_ok=True)
+            self._tb_dir = os.path.join(workdir, "tb")
+
+    def write(self, step: int, kind: str, metrics: Mapping[str, Any]) -> None:
+        """Logs one event's scalars."""
+        if not self.enabled:
+            return
+        line = json.dumps(_jsonable({"step": int(step), "kind": kind, **metrics}), sort_keys=True)
+        with open(self._path, "a") as f:
+            f.write(line + "\n")
+        self._summaries(step, kind, metrics)
+
+    def _summaries(self, step: int, kind: str, metrics: Mapping[str, Any]) -> None:
+        import tensorflow as tf
+        from tensorflow.core.framework import summary_pb2
+
+        if self._tb is None:
+            self._tb = tf.summary.create_file_writer(self._tb_dir)
+        # tf.summary.scalar lives in the tensorboard package (not installed); the core writer
+        # plus the 'scalars' plugin tag produces the same events.
+        meta = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+        with self._tb.as_default():
+            for name, value in metrics.items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    tf.summary.write(f"{kind}/{name}", tf.constant(float(value)), step=int(step), metadata=meta)
+        self._tb.flush()
+
+    def rewind(self, step: int) -> list[dict[str, Any]]:
+        """Drops the events after `step` (logged after the checkpoint a run resumes from) and returns the rest.
+
+        A killed run may have logged steps past its last checkpoint; the resumed run logs
+        them again, so the log reads as one uninterrupted run.
+        """
+        if not os.path.exists(self._path):
+            return []
+        kept = []
+        with open(self._path) as f:
+            for line in f:
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:  # a line cut short by kill -9
+                    continue
+                if event.get("step", 0) <= step:
+                    kept.append(event)
+        if self.enabled:
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".jsonl", dir=os.path.dirname(self._path))
+            with os.fdopen(fd, "w") as f:
+                f.writelines(json.dumps(e, sort_keys=True) + "\n" for e in kept)
+            os.replace(tmp, self._path)
+        return kept
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None

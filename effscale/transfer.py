@@ -1,0 +1,273 @@
+"""Transfer learning: freezing by specification, new heads, merging imported weights.
+
+The recipe (seeds 000 and 003, Keras' guide): import ImageNet weights, drop the
+1000-way top, pool (avg or max), put a new dropout + dense head on top, train the
+head with the base frozen, then unfreeze the top blocks and train them with the
+head at a low learning rate, keeping BatchNorm statistics frozen.
+
+Freeze specifications (`freeze=`):
+
+* ``'none'``: everything trains.
+* ``'base'``: only the head (``predictions`` and any other non-base module) trains.
+* ``'below:<target>'``: everything before `target` (in forward order) is frozen,
+  `target` and everything after it trains. Targets: a block (``block6a``), a
+  stage (``stage6``: its first block), ``top`` (the head convolution
+  ``top_conv``: all blocks frozen), ``stem`` (same as 'none'), a layer inside a
+  block (``block7a/project_conv``), or ``se<k>``: the layers after the k-th
+  squeeze-excite multiply. Seed 003 unfreezes from Keras' ``multiply_16``, the
+  SE gate of B0's 16th (last) block: ``'below:se16'`` trains block7a's
+  project_conv / project_bn, top_conv / top_bn and the head.
+
+The "base" is what Keras' ``include_top=False`` model holds: stem, blocks and
+the head convolution top_conv / top_bn. Frozen parts also keep their BatchNorm
+statistics (used, not updated): see `frozen_batchnorm`.
+
+For the trainer (a sketch; nothing here touches the training loop):
+
+    labels = transfer.param_labels(spec, variables['params'], config.transfer.freeze)
+    tx = transfer.freeze_optimizer(tx, labels)          # frozen leaves get no optimizer state
+    frozen_bn = transfer.frozen_batchnorm(spec, config.transfer.freeze)
+    # until the model can run chosen BatchNorms in inference mode, restore their statistics
+    # after each step:  new_stats = transfer.keep_frozen_batch_stats(new_stats, old_stats, frozen_bn)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from effscale.convert import HEAD_MODULE, ImportedWeights, is_base_module
+from effscale.spec import NetworkSpec
+
+TRAINABLE = "trainable"
+FROZEN = "frozen"
+BN_MODES = ("frozen", "base")
+
+
+# --------------------------------------------------------------------------------------------------
+# Structure in forward order.
+
+
+def base_layers(spec: NetworkSpec) -> tuple[str, ...]:
+    """The base's weighted layers in forward order, as '/'-joined module paths ('block2a/se/se_reduce')."""
+    out = ["stem_conv", "stem_bn"]
+    for b in spec.blocks:
+        if b.expand != 1:
+            out += [f"{b.name}/expand_conv", f"{b.name}/expand_bn"]
+        out += [f"{b.name}/dwconv", f"{b.name}/bn"]
+        if b.se_channels:
+            out += [f"{b.name}/se/se_reduce", f"{b.name}/se/se_expand"]
+        out += [f"{b.name}/project_conv", f"{b.name}/project_bn"]
+    return (*out, "top_conv", "top_bn")
+
+
+def _is_batchnorm(layer: str) -> bool:
+    last = layer.rsplit("/", 1)[-1]
+    return last == "bn" or last.endswith("_bn")
+
+
+def freeze_targets(spec: NetworkSpec) -> tuple[str, ...]:
+    """The names 'below:<name>' accepts for `spec` (sub-block layers aside)."""
+    stages = [f"stage{s.stage}" for s in spec.stages]
+    ses = [f"se{i}" for i in range(1, sum(1 for b in spec.blocks if b.se_channels) + 1)]
+    return ("stem", *spec.block_names(), *stages, *ses, "top")
+
+
+def _describe_targets(spec: NetworkSpec) -> str:
+    blocks = spec.block_names()
+    n_se = sum(1 for b in spec.blocks if b.se_channels)
+    return (
+        f"'none', 'base', or 'below:<target>' with <target> one of: stem, blocks {', '.join(blocks)}; "
+        f"stages stage1..stage{len(spec.stages)}; se1..se{n_se} (after the k-th squeeze-excite multiply); top; "
+        f"or a layer inside a block such as '{blocks[-1]}/project_conv'"
+    )
+
+
+def frozen_count(spec: NetworkSpec, freeze: str) -> int:
+    """How many of `base_layers(spec)` (a prefix, in forward order) `freeze` freezes."""
+    layers = base_layers(spec)
+    freeze = freeze.strip()
+    if freeze == "none":
+        return 0
+    if freeze == "base":
+        return len(layers)
+    if not freeze.startswith("below:"):
+        raise ValueError(f"Unknown freeze specification {freeze!r}: expected {_describe_targets(spec)}.")
+    target = freeze[len("below:") :].strip()
+    first = _first_layer(spec, target)
+    if first is None:
+        raise ValueError(f"freeze={freeze!r}: no {target!r} in this network; expected {_describe_targets(spec)}.")
+    return layers.index(first)
+
+
+def _first_layer(spec: NetworkSpec, target: str) -> str | None:
+    layers = base_layers(spec)
+    if target == "stem":
+        return layers[0]
+    if target == "top":
+        return "top_conv"
+    if m := re.fullmatch(r"stage(\d+)", target):
+        blocks = [b for b in spec.blocks if b.stage == int(m.group(1))]
+        target = blocks[0].name if blocks else ""
+    elif m := re.fullmatch(r"se(\d+)", target):
+        with_se = [b for b in spec.blocks if b.se_channels]
+        k = int(m.group(1))
+        if not 1 <= k <= len(with_se):
+            return None
+        # What follows the k-th SE multiply (Keras' multiply_k) is that block's projection.
+        return f"{with_se[k - 1].name}/project_conv"
+    if target in layers:
+        return target
+    prefixed = [layer for layer in layers if layer.startswith(target + "/")]
+    return prefixed[0] if prefixed else None
+
+
+# --------------------------------------------------------------------------------------------------
+# Labels for optax.multi_transform.
+
+
+def _module_of(path: tuple[str, ...], layers: Iterable[str]) -> str | None:
+    """The base layer a parameter path belongs to, or None for a head parameter."""
+    if not is_base_module(path[0]):
+        return None
+    for depth in range(len(path) - 1, 0, -1):
+        candidate = "/".join(path[:depth])
+        if candidate in layers:
+            return candidate
+    raise ValueError(f"Parameter {'/'.join(path)} is in the base but matches no known layer; model and spec disagree.")
+
+
+def param_labels(spec: NetworkSpec, params: Mapping[str, Any], freeze: str) -> dict[str, Any]:
+    """A pytree like `params` of 'trainable' / 'frozen' labels for `optax.multi_transform`.
+
+    Args:
+      spec: the network description the params belong to.
+      params: the 'params' collection (not the whole variables dict).
+      freeze: a freeze specification (see the module docstring).
+    """
+    from flax import traverse_util
+
+    if "params" in params and "stem_conv" not in params:
+        raise ValueError("param_labels expects variables['params'], not the whole variables dict.")
+    layers = base_layers(spec)
+    frozen = set(layers[: frozen_count(spec, freeze)])
+    labels = {}
+    for path in traverse_util.flatten_dict(dict(params)):
+        layer = _module_of(path, layers)
+        labels[path] = FROZEN if layer in frozen else TRAINABLE
+    return traverse_util.unflatten_dict(labels)
+
+
+def freeze_optimizer(tx: Any, labels: Any) -> Any:
+    """Wraps `tx` so that only 'trainable' leaves are updated and only they carry optimizer state."""
+    import optax
+
+    return optax.multi_transform({TRAINABLE: tx, FROZEN: optax.set_to_zero()}, labels)
+
+
+def count_trainable(params: Any, labels: Any) -> tuple[int, int]:
+    """(trainable, frozen) parameter counts, for logging what a freeze specification did."""
+    from flax import traverse_util
+
+    flat_labels = traverse_util.flatten_dict(dict(labels))
+    counts = {TRAINABLE: 0, FROZEN: 0}
+    for path, value in traverse_util.flatten_dict(dict(params)).items():
+        counts[flat_labels[path]] += int(np.size(value))
+    return counts[TRAINABLE], counts[FROZEN]
+
+
+# --------------------------------------------------------------------------------------------------
+# BatchNorm of frozen parts.
+
+
+def frozen_batchnorm(spec: NetworkSpec, freeze: str, *, mode: str = "frozen") -> frozenset[str]:
+    """BatchNorm layers ('/'-joined module paths) that must use, and not update, their running statistics.
+
+    mode='frozen': the BatchNorms of the frozen part only. mode='base': every BatchNorm of
+    the base, also in unfrozen blocks (Keras' fine-tuning guide calls the base with
+    training=False, so its BatchNorms stay in inference mode while their scale / bias train).
+    """
+    if mode not in BN_MODES:
+        raise ValueError(f"mode must be one of {BN_MODES}, got {mode!r}.")
+    layers = base_layers(spec)
+    chosen = layers if mode == "base" else layers[: frozen_count(spec, freeze)]
+    return frozenset(layer for layer in chosen if _is_batchnorm(layer))
+
+
+def keep_frozen_batch_stats(new_stats: Mapping[str, Any], old_stats: Mapping[str, Any], frozen: Iterable[str]) -> Any:
+    """`new_stats` with the statistics of the `frozen` BatchNorm layers taken from `old_stats`.
+
+    A stop-gap for a model that normalises every layer with batch statistics in training:
+    the frozen layers' running averages then stay as imported (they still normalise with batch
+    statistics in the forward pass; only a model option can change that).
+    """
+    from flax import traverse_util
+
+    frozen = set(frozen)
+    new_flat = traverse_util.flatten_dict(dict(new_stats))
+    old_flat = traverse_util.flatten_dict(dict(old_stats))
+    out = {p: (old_flat[p] if "/".join(p[:-1]) in frozen else v) for p, v in new_flat.items()}
+    return traverse_util.unflatten_dict(out)
+
+
+# --------------------------------------------------------------------------------------------------
+# Heads and imported weights.
+
+
+def head_spec(
+    spec: NetworkSpec, num_classes: int, *, pooling: str = "avg", dropout: float | None = None
+) -> NetworkSpec:
+    """`spec` with a new classification head: pooling ('avg' | 'max') -> dropout -> dense(num_classes).
+
+    The same as building from a config with model.include_top=True, model.num_classes=N,
+    model.pooling=..., model.dropout=...; import the weights with the 1000-way top dropped.
+    """
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
+    if pooling not in ("avg", "max"):
+        raise ValueError(f"A classification head needs pooling 'avg' or 'max', got {pooling!r}.")
+    dropout = spec.dropout if dropout is None else float(dropout)
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+    return dataclasses.replace(spec, include_top=True, num_classes=int(num_classes), pooling=pooling, dropout=dropout)
+
+
+def merge_imported(fresh: Mapping[str, Any], imported: ImportedWeights | Mapping[str, Any]) -> dict[str, Any]:
+    """Freshly initialised variables with every imported value put in; returns a new tree.
+
+    Leaves missing from `imported` must be head leaves (the dropped top); a base leaf
+    missing, any leaf the model lacks, or a shape mismatch is an error.
+    """
+    import jax.numpy as jnp
+    from flax import traverse_util
+
+    variables = imported.variables if isinstance(imported, ImportedWeights) else imported
+    fresh_flat = traverse_util.flatten_dict(dict(fresh))
+    new_flat = traverse_util.flatten_dict(dict(variables))
+    extra = sorted("/".join(p) for p in new_flat if p not in fresh_flat)
+    if extra:
+        raise ValueError(f"Imported variables the model does not have: {', '.join(extra[:6])}.")
+    out = {}
+    missing_base = []
+    for path, value in fresh_flat.items():
+        if path in new_flat:
+            new = new_flat[path]
+            if tuple(np.shape(new)) != tuple(np.shape(value)):
+                raise ValueError(f"{'/'.join(path)}: imported shape {np.shape(new)}, model {np.shape(value)}.")
+            out[path] = jnp.asarray(new, dtype=value.dtype)
+        else:
+            if len(path) > 1 and is_base_module(path[1]):
+                missing_base.append("/".join(path))
+            out[path] = value
+    if missing_base:
+        raise ValueError(f"The imported weights leave base variables unset: {', '.join(missing_base[:6])}.")
+    return traverse_util.unflatten_dict(out)
+
+
+def is_head(path: tuple[str, ...]) -> bool:
+    """Whether a 'params' path (without the collection name) belongs to the head, not the base."""
+    return path[0] == HEAD_MODULE or not is_base_module(path[0])

@@ -1,0 +1,134 @@
+"""Data parallelism: 1 device, 8 simulated devices and 2 processes x 4 devices train the same network.
+
+The device count is fixed when jax starts, so the multi-device runs are subprocesses. They
+read the synthetic dataset of test_train_support, whose global batches do not depend on the
+process count, so any difference would come from the trainer's sharding.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import jax
+import numpy as np
+import pytest
+import test_train_support
+from test_train_support import last_json_line, python_process, run_python, synthetic_data, tiny_config
+
+from effscale import checkpoint, parallel, record, train
+
+test_train_support.use_compilation_cache()
+STEPS = 3
+
+WORKER = """
+import json
+from effscale import parallel
+if {processes} > 1:
+    parallel.initialize("127.0.0.1:{port}", {processes}, {process_id})
+import jax
+from test_train_support import synthetic_data, tiny_config
+from effscale import train
+
+def config(batch):
+    c = tiny_config("synthetic", steps={steps})
+    c.train.batch_size = batch
+    return c
+
+answer = {{"devices": jax.device_count(), "processes": jax.process_count()}}
+with synthetic_data():
+    try:  # 12 does not split over 8 devices: refused before anything compiles
+        train.train_and_evaluate(config(12), {workdir!r} + "-bad")
+    except ValueError as e:
+        answer["batch_error"] = str(e)
+    out = train.train_and_evaluate(config(16), {workdir!r})
+answer.update({{k: out[k] for k in ("eval_top1", "eval_top1_ema", "eval_loss", "eval_loss_ema", "train_loss")}})
+print(json.dumps(answer))
+"""
+
+
+def _config():
+    c = tiny_config("synthetic", steps=STEPS)
+    c.train.batch_size = 16
+    return c
+
+
+def _losses(workdir) -> list[float]:
+    lines = (workdir / record.METRICS).read_text().splitlines()
+    return [e["loss"] for e in map(json.loads, lines) if e["kind"] == "train"]
+
+
+def _state(workdir) -> train.TrainState:
+    with synthetic_data():
+        setup = train._Setup(_config())
+    manager = checkpoint.Manager(str(workdir), 1, 1)
+    try:
+        return manager.restore(setup.abstract_state())
+    finally:
+        manager.close()
+
+
+def _worker(workdir, devices: int, processes: int = 1, process_id: int = 0, port: int = 0) -> tuple[str, dict]:
+    code = WORKER.format(processes=processes, process_id=process_id, port=port, steps=STEPS, workdir=str(workdir))
+    return code, {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+
+
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("one")
+    with synthetic_data():
+        out = train.train_and_evaluate(_config(), str(workdir))
+    return workdir, out
+
+
+@pytest.fixture(scope="module")
+def eight_devices(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("eight") / "run"
+    code, env = _worker(workdir, devices=8)
+    code, out, err = run_python(code, env)
+    assert code == 0, err[-4000:]
+    return workdir, last_json_line(out)
+
+
+def _assert_same_run(a_dir, a, b_dir, b, rtol):
+    np.testing.assert_allclose(_losses(a_dir), _losses(b_dir), rtol=rtol)
+    for key in ("eval_top1", "eval_top1_ema", "eval_loss", "eval_loss_ema", "train_loss"):
+        assert a[key] == pytest.approx(b[key], rel=rtol, abs=1e-6), key
+    for x, y in zip(jax.tree.leaves(_state(a_dir)), jax.tree.leaves(_state(b_dir)), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=1e-5)
+
+
+def test_eight_devices_train_like_one(one_device, eight_devices):
+    (one_dir, one), (eight_dir, eight) = one_device, eight_devices
+    assert eight["devices"] == 8 and len(_losses(eight_dir)) == STEPS
+    _assert_same_run(one_dir, one, eight_dir, eight, rtol=1e-4)
+    assert "train.batch_size=12" in eight["batch_error"] and "device count (8)" in eight["batch_error"]
+    assert "--config.train.batch_size=16" in eight["batch_error"]
+
+
+def test_two_processes_train_like_one_with_eight_devices(tmp_path, eight_devices):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    workdir = tmp_path / "run"
+    procs = [python_process(*_worker(workdir, 4, processes=2, process_id=pid, port=port)) for pid in range(2)]
+    outs = [p.communicate(timeout=400) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-4000:]
+    two = last_json_line(outs[0][0])
+    assert two["devices"] == 8 and two["processes"] == 2
+    eight_dir, eight = eight_devices
+    _assert_same_run(eight_dir, eight, workdir, two, rtol=1e-5)
+
+
+def test_batch_size_checks():
+    assert parallel.check_batch_size("train.batch_size", 64, 8, 2) == 32
+    with pytest.raises(ValueError, match=r"device count \(8\).*batch_size=16"):
+        parallel.check_batch_size("train.batch_size", 12, 8, 1)
+
+
+def test_multihost_detected_from_environment():
+    assert not parallel.multihost_from_env({})
+    assert not parallel.multihost_from_env({"SLURM_NTASKS": "1"})
+    assert parallel.multihost_from_env({"SLURM_NTASKS": "4"})
+    assert parallel.multihost_from_env({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"})

@@ -1,0 +1,139 @@
+"""The results table: collecting point directories, CSV / JSONL round trips, atomic writes."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from configs.sweeps import base  # noqa: E402
+from effscale import results, sweep  # noqa: E402
+
+# What effscale.train writes (the keys the table reads; the rest is ignored).
+TRAINER_RESULT = {
+    "eval_top1": 0.91,
+    "eval_top5": 0.998,
+    "eval_top1_ema": 0.915,
+    "eval_top5_ema": 0.999,
+    "best_eval_top1": 0.917,
+    "train_images_per_sec": 312.5,
+    "step_time_s": 0.4096,
+    "wall_time_s": 400.0,
+    "params": 123_456,  # the trainer's counts (with the dataset's real classes) win over point.json's
+    "macs": 7_654_321,
+    "xla_flops": 2.1e7,
+    "status": "finished",
+    "config": {"model": {"width": None}},
+}
+
+
+def make_tree(tmp_path: Path):
+    """A sweep workdir with a done, a partial and a failed point, and one never started."""
+    c = base.get_config()
+    c.sweep = sweep.block(
+        "tree",
+        [
+            sweep.point("done", "width", {"model.width": 1.5}),
+            sweep.point("partial", "depth", {"model.depth": 2.0}),
+            sweep.point("failed", "resolution", {"model.resolution": 48}, target_macs=123),
+            sweep.point("pending", "compound", {"model.phi": 1.0}),
+        ],
+    )
+
+    def run_fn(config, workdir):
+        name = Path(workdir).name
+        if name == "done":
+            return TRAINER_RESULT
+        if name == "partial":
+            (Path(workdir) / "checkpoints" / "200").mkdir(parents=True)
+            (Path(workdir) / "metrics.jsonl").write_text('{"step": 200}\n')
+            raise KeyboardInterrupt  # the driver is stopped during this point
+        raise ValueError("diverged")
+
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run(c, tmp_path, run_fn, log=lambda s: None)
+    # Run the rest of the sweep without the interrupted point.
+    sweep.run(c, tmp_path, run_fn, shard=(0, 2), log=lambda s: None)  # done (skipped), failed
+    return c
+
+
+def test_collect_a_tree_with_done_partial_failed_and_pending(tmp_path):
+    config = make_tree(tmp_path)
+    rows = {r["point"]: r for r in results.collect(tmp_path, sweep.pending_records(config))}
+    assert {n: r["status"] for n, r in rows.items()} == {
+        "done": "done",
+        "partial": "partial",
+        "failed": "failed",
+        "pending": "pending",
+    }
+    done = rows["done"]
+    assert done["sweep"] == "tree" and done["strategy"] == "width" and done["series"] == "width"
+    assert done["width"] == 1.5 and done["depth"] == 1.0 and done["resolution"] == 32
+    assert done["top1"] == 0.91 and done["top5"] == 0.998 and done["ema_top1"] == 0.915
+    assert done["best_top1"] == 0.917 and done["train_images_per_sec"] == 312.5 and done["train_step_time_s"] == 0.4096
+    assert done["wall_time_s"] == 400.0 and done["xla_flops"] == 2.1e7
+    assert done["macs"] == 7_654_321 and done["params"] == 123_456
+    assert rows["partial"]["macs"] > 1e6 and rows["partial"]["params"] > 1e5  # analytic, from point.json
+    assert json.loads(done["overrides"]) == {"model.width": 1.5}
+    assert rows["failed"]["error"] == "ValueError: diverged" and rows["failed"]["target_macs"] == 123
+    assert rows["failed"]["macs"] > 0 and rows["failed"]["top1"] is None
+    assert rows["partial"]["strategy"] == "depth" and rows["partial"]["depth"] == 2.0
+    assert rows["pending"]["phi"] == 1.0 and rows["pending"]["macs"] > 0
+
+
+def test_table_files_round_trip_and_are_written_atomically(tmp_path):
+    make_tree(tmp_path / "sweep")
+    rows = results.collect(tmp_path / "sweep")
+    csv_path, jsonl_path = results.write_table(rows, tmp_path / "out" / "table")
+    assert csv_path.name == "table.csv" and jsonl_path.name == "table.jsonl"
+    header = csv_path.read_text().splitlines()[0].split(",")
+    assert header[: len(results.COLUMNS)] == list(results.COLUMNS) and "target_macs" in header
+    for path in (csv_path, jsonl_path):
+        back = {r["point"]: r for r in results.read_table(path)}
+        assert set(back) == {"done", "partial", "failed"}
+        assert back["done"]["top1"] == 0.91 and back["done"]["resolution"] == 32
+        assert back["failed"]["top1"] is None and back["failed"]["target_macs"] == 123
+    assert [p.name for p in (tmp_path / "out").iterdir()] and not list((tmp_path / "out").glob(".*"))
+    assert {r["point"] for r in results.read_table(tmp_path / "sweep")} == {"done", "partial", "failed"}
+
+
+def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
+    path = tmp_path / "x.json"
+    results.atomic_write_json(path, {"a": 1})
+
+    class Unprintable:
+        def __str__(self):
+            raise RuntimeError("cannot serialise")
+
+    with pytest.raises(RuntimeError):
+        results.atomic_write_json(path, {"a": Unprintable()})
+    assert json.loads(path.read_text()) == {"a": 1} and [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_a_plain_run_and_nested_results(tmp_path):
+    run = tmp_path / "runs" / "phi2"
+    run.mkdir(parents=True)
+    results.atomic_write_json(run / "result.json", {"eval": {"top1": 0.8, "ema_top1": 0.81}, "macs": 5})
+    (run / "checkpoints" / "point.json").parent.mkdir()  # inside a point: not searched
+    (run / "checkpoints" / "point.json").write_text("{}")
+    rows = results.collect(tmp_path)
+    assert len(rows) == 1
+    assert rows[0]["strategy"] == "run" and rows[0]["top1"] == 0.8 and rows[0]["ema_top1"] == 0.81
+    assert rows[0]["macs"] == 5 and rows[0]["point"] == "phi2"
+
+
+def test_point_state(tmp_path):
+    assert results.point_state(tmp_path / "missing") == "pending"
+    (tmp_path / "point.json").write_text("{}")
+    assert results.point_state(tmp_path) == "pending"
+    (tmp_path / ".point.json.abc.tmp").write_text("")  # a write cut short: not progress
+    assert results.point_state(tmp_path) == "pending"
+    (tmp_path / "metrics.jsonl").write_text("")
+    assert results.point_state(tmp_path) == "partial"
+    (tmp_path / "error.json").write_text("{}")
+    assert results.point_state(tmp_path) == "failed"
+    (tmp_path / "result.json").write_text("{}")
+    assert results.point_state(tmp_path) == "done"

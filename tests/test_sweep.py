@@ -1,0 +1,369 @@
+"""Sweep expansion, sharding and the driver (skip, resume, failures, a killed driver) with fake runs."""
+
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from configs.sweeps import base  # noqa: E402
+from effscale import results, sweep  # noqa: E402
+
+SWEEPS = ("width", "depth", "resolution", "width_at_depth_resolution", "compound", "equal_flops", "abg_grid")
+
+
+def load(name: str, arg: str | None = None):
+    return importlib.import_module(f"configs.sweeps.{name}").get_config(arg)
+
+
+def tiny_sweep(n: int = 3):
+    """A small-scale sweep config of `n` width points (never trained: the run functions are fakes)."""
+    c = base.get_config()
+    c.sweep = sweep.block("tiny", [sweep.point(f"w{k}", "width", {"model.width": 1.0 + k / 4}) for k in range(n)])
+    return c
+
+
+def fake_run(calls: list, fail: set = frozenset()):
+    def run_fn(config, workdir):
+        name = Path(workdir).name
+        calls.append(name)
+        if name in fail:
+            raise RuntimeError(f"boom in {name}")
+        return {"eval_top1": 0.5 + config.model.width / 10, "train_images_per_sec": 100.0}
+
+    return run_fn
+
+
+# ----------------------------------------------------------------------------- expansion
+
+
+@pytest.mark.parametrize("name", SWEEPS)
+@pytest.mark.parametrize("arg", [None, "dataset=imagenet2012"])
+def test_every_sweep_expands_to_valid_points(name, arg):
+    config = load(name, arg)
+    assert sweep.is_sweep(config)
+    expanded = sweep.expand(config)  # applies every override: an unknown key would raise here
+    names = [p.name for p, _ in expanded]
+    assert len(names) == len(set(names)) >= 2
+    base_config = sweep.base_of(config)
+    assert "sweep" not in base_config
+    for p, cfg in expanded:
+        assert p.strategy and "sweep" not in cfg
+        for path, value in p.overrides.items():
+            node = cfg
+            for part in path.split("."):
+                node = node[part]
+            assert node == value
+        desc = sweep.describe_model(cfg.model)
+        assert "error" not in desc, (p.name, desc)
+        assert desc["macs"] > 0
+    paper = arg is not None
+    assert (base_config.model.resolution is None) == paper  # the paper's B0 is 224 px from its preset
+    if not paper:
+        assert base_config.data.name == "fashion_mnist" and base_config.model.resolution == 32
+
+
+def test_grid_of_user_values():
+    points = sweep.points_of(load("grid", "widths=1/1.5,resolutions=32/48"))
+    assert [p.name for p in points] == ["w1-d1-r32", "w1-d1-r48", "w1.5-d1-r32", "w1.5-d1-r48"]
+    assert {p.series for p in points} == {"d=1, r=32", "d=1, r=48"}
+    for _, cfg in sweep.expand(load("grid", "widths=1/2,depths=1/2,resolutions=32/48")):
+        assert "error" not in sweep.describe_model(cfg.model)
+
+
+def test_sweep_arguments():
+    assert [p.name for p, _ in sweep.expand(load("width", "widths=1/2.5"))] == ["width-1", "width-2.5"]
+    assert [p.name for p, _ in sweep.expand(load("resolution", "resolutions=1/1.5"))] == [
+        "resolution-32",
+        "resolution-48",
+    ]
+    assert [p.name for p, _ in sweep.expand(load("compound", "phis=2"))] == ["compound-phi2"]
+    small_on_imagenet = load("width", "dataset=imagenet2012,scale=small")
+    assert small_on_imagenet.model.resolution == 32 and small_on_imagenet.data.name == "imagenet2012"
+    with pytest.raises(ValueError, match="Unknown config argument"):
+        load("width", "widht=2")
+    with pytest.raises(ValueError, match="alpha must be >= 1"):
+        load("compound", "alpha=0.9")
+
+
+def test_fig4_has_four_series_and_compound_uses_coefficients():
+    points = sweep.points_of(load("width_at_depth_resolution"))
+    assert {p.series for p in points} == {"d=1, r=1", "d=2, r=1", "d=1, r=1.3", "d=2, r=1.3"}
+    assert {p.overrides["model.resolution"] for p in points} == {32, 42}
+    cfgs = dict((p.name, c) for p, c in sweep.expand(load("compound", "alpha=1.4,beta=1.1,gamma=1.1")))
+    assert cfgs["compound-phi1"].model.alpha == 1.4
+    assert sweep.describe_model(cfgs["compound-phi2"].model)["depth"] == pytest.approx(1.96)
+
+
+def test_abg_grid_points_satisfy_the_constraint():
+    points = sweep.points_of(load("abg_grid"))
+    assert any(p.name == "abg-a1.2-b1.1-g1.15" for p in points)
+    for p in points:
+        o = p.overrides
+        assert o["model.phi"] == 1.0
+        assert abs(o["model.alpha"] * o["model.beta"] ** 2 * o["model.gamma"] ** 2 - 2) <= 0.1
+
+
+@pytest.mark.parametrize("arg", [None, "dataset=imagenet2012"])
+def test_equal_flops_points_meet_their_budget(arg):
+    config = load("equal_flops", arg)
+    by_budget: dict = {}
+    for p, cfg in sweep.expand(config):
+        macs = sweep.describe_model(cfg.model)["macs"]
+        assert macs == p.meta["solved_macs"]
+        assert abs(macs / p.meta["target_macs"] - 1) <= 0.03, (p.name, macs, p.meta["target_macs"])
+        by_budget.setdefault(p.meta["target_macs"], set()).add(p.strategy)
+    assert all(s == {"depth", "width", "resolution", "compound"} for s in by_budget.values())
+
+
+def test_bisect_multiplier_keeps_the_closer_step():
+    steps = lambda m: int(m * 10) * 100  # noqa: E731 - a step function: 100 per 0.1
+    m, macs = sweep.bisect_multiplier(steps, 1234, 1.0, 2.0)
+    assert macs == 1200 and 1.2 <= m < 1.3 and m == 1.2  # the fewest-decimals multiplier of that step
+    m, macs = sweep.bisect_multiplier(steps, 1290, 1.0, 2.0)
+    assert macs == 1300
+    m, macs = sweep.bisect_multiplier(steps, 5000, 1.0, 1.5)  # hi grows until it reaches the target
+    assert macs == 5000
+
+
+def test_overrides_must_name_existing_fields():
+    c = base.get_config()
+    with pytest.raises(KeyError, match="no such config field"):
+        sweep.apply_overrides(c, {"model.widht": 2.0})
+    with pytest.raises(KeyError, match="no field 'modle'"):
+        sweep.apply_overrides(c, {"modle.width": 2.0})
+    with pytest.raises(TypeError, match="model.resolution"):
+        sweep.apply_overrides(c, {"model.resolution": "large"})
+    out = sweep.apply_overrides(c, {"model.width": 2.0, "train.num_epochs": 1.0})
+    assert out.model.width == 2.0 and c.model.width is None  # the base is not modified
+
+
+def test_point_names_are_checked():
+    with pytest.raises(ValueError, match="twice"):
+        sweep.block("x", [sweep.point("a", "width", {}), sweep.point("a", "depth", {})])
+    with pytest.raises(ValueError, match="must match"):
+        sweep.block("x", [sweep.point("a/b", "width", {})])
+
+
+def test_command_line_overrides_apply_to_every_point_but_points_win():
+    config = load("width")
+    config.train.num_epochs = 0.25  # what --config.train.num_epochs=0.25 does
+    config.model.width = 9.0  # --config.model.width=9: every point sets width, so points win
+    for p, cfg in sweep.expand(config):
+        assert cfg.train.num_epochs == 0.25
+        assert cfg.model.width == p.overrides["model.width"]
+
+
+# ----------------------------------------------------------------------------- sharding
+
+
+@pytest.mark.parametrize("n", range(1, 8))
+def test_shards_are_disjoint_and_complete(n):
+    names = [p.name for p in sweep.points_of(load("abg_grid"))]
+    shares = [sweep.share(names, i, n) for i in range(n)]
+    flat = [x for s in shares for x in s]
+    assert sorted(flat) == sorted(names) and len(flat) == len(set(flat))
+    assert max(map(len, shares)) - min(map(len, shares)) <= 1
+    assert all(sweep.shard_of(names.index(x), n) == i for i, s in enumerate(shares) for x in s)
+
+
+def test_parse_shard():
+    assert sweep.parse_shard(None) == (0, 1)
+    assert sweep.parse_shard("2/8") == (2, 8)
+    for bad in ("8/8", "1/0", "a/b", "3"):
+        with pytest.raises(ValueError):
+            sweep.parse_shard(bad)
+
+
+# ----------------------------------------------------------------------------- the driver
+
+
+def test_run_skips_finished_points(tmp_path):
+    calls: list = []
+    out = sweep.run(tiny_sweep(), tmp_path, fake_run(calls), log=lambda s: None)
+    assert out == {"w0": "done", "w1": "done", "w2": "done"} and calls == ["w0", "w1", "w2"]
+    for name in calls:
+        point = json.loads((tmp_path / name / "point.json").read_text())
+        assert point["strategy"] == "width" and point["describe"]["macs"] > 0 and point["config"]["model"]
+        assert json.loads((tmp_path / name / "result.json").read_text())["eval_top1"] > 0.5
+    calls.clear()
+    out = sweep.run(tiny_sweep(), tmp_path, fake_run(calls), log=lambda s: None)
+    assert calls == [] and set(out.values()) == {"skipped"}
+
+
+def test_run_records_failures_goes_on_and_retries(tmp_path):
+    calls: list = []
+    out = sweep.run(tiny_sweep(), tmp_path, fake_run(calls, fail={"w1"}), log=lambda s: None)
+    assert out == {"w0": "done", "w1": "failed", "w2": "done"}
+    error = json.loads((tmp_path / "w1" / "error.json").read_text())
+    assert error["type"] == "RuntimeError" and "boom in w1" in error["message"] and "Traceback" in error["traceback"]
+    assert error["attempts"] == 1 and not (tmp_path / "w1" / "result.json").exists()
+    sweep.run(tiny_sweep(), tmp_path, fake_run(calls, fail={"w1"}), log=lambda s: None)
+    assert json.loads((tmp_path / "w1" / "error.json").read_text())["attempts"] == 2
+    calls.clear()
+    out = sweep.run(tiny_sweep(), tmp_path, fake_run(calls), log=lambda s: None)
+    assert calls == ["w1"] and out["w1"] == "done"
+    assert not (tmp_path / "w1" / "error.json").exists() and (tmp_path / "w1" / "result.json").exists()
+
+
+def test_a_stop_request_ends_the_sweep_without_a_failure(tmp_path):
+    class Stopped(Exception):
+        pass
+
+    def run_fn(config, workdir):
+        (Path(workdir) / "checkpoint_5").mkdir()
+        raise Stopped
+
+    with pytest.raises(Stopped):
+        sweep.run(tiny_sweep(), tmp_path, run_fn, log=lambda s: None, stop_on=(Stopped,))
+    assert results.point_state(tmp_path / "w0") == "partial" and not (tmp_path / "w1").exists()
+
+
+def test_run_only_its_shard_and_only_process_0_writes(tmp_path):
+    calls: list = []
+    sweep.run(tiny_sweep(5), tmp_path, fake_run(calls), shard=(1, 2), log=lambda s: None)
+    assert calls == ["w1", "w3"]
+    other = tmp_path / "other"
+    sweep.run(tiny_sweep(2), other, lambda c, w: None, is_main=False, log=lambda s: None)
+    assert not other.exists() or not any(other.rglob("*.json"))
+
+
+def test_a_point_whose_model_changed_is_not_resumed(tmp_path):
+    sweep.run(tiny_sweep(1), tmp_path, fake_run([], fail={"w0"}), log=lambda s: None)
+    (tmp_path / "w0" / "checkpoint_1").mkdir()
+    changed = base.get_config()
+    changed.sweep = sweep.block("tiny", [sweep.point("w0", "width", {"model.width": 3.0})])
+    calls: list = []
+    out = sweep.run(changed, tmp_path, fake_run(calls), log=lambda s: None)
+    assert out == {"w0": "failed"} and calls == []
+    assert "different model" in json.loads((tmp_path / "w0" / "error.json").read_text())["message"]
+
+
+def test_status_reports_every_state(tmp_path):
+    config = tiny_sweep(4)
+    sweep.run(config, tmp_path, fake_run([], fail={"w1"}), shard=(0, 2), log=lambda s: None)  # w0 done, w2 done
+    (tmp_path / "w3").mkdir()
+    (tmp_path / "w3" / "metrics.jsonl").write_text('{"step": 1}\n')
+    (tmp_path / "w2" / "result.json").unlink()
+    (tmp_path / "w2" / "error.json").write_text(json.dumps({"type": "ValueError", "message": "bad", "attempts": 2}))
+    rows = sweep.status(config, tmp_path, num_shards=2)
+    assert [r["state"] for r in rows] == ["done", "pending", "failed", "partial"]
+    assert rows[0]["top1"] == pytest.approx(0.6) and all(r["macs"] > 0 and r["params"] > 0 for r in rows)
+    assert [r["shard"] for r in rows] == [0, 1, 0, 1]
+    text = sweep.format_status(rows, "tiny")
+    assert "60.00" in text and "ValueError: bad (attempt 2)" in text
+    assert "1 done, 1 failed, 1 partial, 1 pending" in text
+
+
+def test_main_modes(tmp_path, capsys):
+    config = tiny_sweep(3)
+    assert sweep.main(config, str(tmp_path), "train", "0/1", run_fn=fake_run([], fail={"w2"})) == 1
+    assert sweep.main(config, str(tmp_path), "status") == 0
+    assert "2 done, 1 failed" in capsys.readouterr().out
+    assert sweep.main(config, str(tmp_path), "collect") == 0
+    rows = results.read_table(tmp_path / "results.csv")
+    assert [r["status"] for r in rows] == ["done", "done", "failed"]
+    assert len(results.read_table(tmp_path / "results.jsonl")) == 3
+    assert sweep.main(config, str(tmp_path), "eval") == 2
+    assert sweep.main(config, "", "status") == 2
+    capsys.readouterr()
+    assert sweep.main(config, "", "info", "1/2") == 0
+    out = capsys.readouterr().out
+    assert "sweep tiny: 3 points" in out and "w1 " in out and "model.width=1.25" in out and "shard  1" in out
+
+
+# ----------------------------------------------------------------------------- a killed driver
+
+_DRIVER = textwrap.dedent(
+    """
+    import json, os, sys, time
+    from pathlib import Path
+    sys.path.insert(0, {root!r})
+    from configs.sweeps import base
+    from effscale import results, sweep
+
+    LOG = Path({log!r})
+
+    def slow_run(config, workdir):
+        # A fake trainer: 10 steps, a checkpoint after each, resume from the latest.
+        ckpt = Path(workdir) / "ckpt.json"
+        start = (results.read_json(ckpt) or {{}}).get("step", 0)
+        with LOG.open("a") as f:
+            f.write(json.dumps({{"point": Path(workdir).name, "from": start}}) + "\\n")
+        for step in range(start + 1, 11):
+            time.sleep(0.1)
+            results.atomic_write_json(ckpt, {{"step": step}})
+        results.atomic_write_json(Path(workdir) / "result.json", {{"eval_top1": 0.9, "resumed_from": start}})
+        return None
+
+    c = base.get_config()
+    c.sweep = sweep.block("killed", [sweep.point(f"p{{k}}", "width", {{"model.width": 1.0 + k}}) for k in range(3)])
+    sweep.run(c, {workdir!r}, slow_run)
+    """
+)
+
+
+def test_a_killed_driver_loses_and_duplicates_nothing(tmp_path):
+    workdir, log = tmp_path / "sweep", tmp_path / "starts.jsonl"
+    script = tmp_path / "driver.py"
+    script.write_text(_DRIVER.format(root=str(ROOT), log=str(log), workdir=str(workdir)))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while (results.read_json(workdir / "p1" / "ckpt.json") or {}).get("step", 0) < 3:
+            assert proc.poll() is None and time.time() < deadline, "driver ended or stalled before p1 step 3"
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    first = workdir / "p0" / "result.json"
+    before = (first.read_bytes(), first.stat().st_mtime_ns)
+    assert not (workdir / "p1" / "result.json").exists()
+    subprocess.run([sys.executable, str(script)], env=env, check=True, stdout=subprocess.DEVNULL, timeout=120)
+    assert (first.read_bytes(), first.stat().st_mtime_ns) == before
+    starts = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [s["point"] for s in starts] == ["p0", "p1", "p1", "p2"]
+    assert starts[2]["from"] >= 3  # p1 resumed from its checkpoint
+    rows = results.collect(workdir)
+    assert sorted(r["point"] for r in rows) == ["p0", "p1", "p2"] and {r["status"] for r in rows} == {"done"}
+    assert not list(workdir.rglob("*.tmp"))
+
+
+# ----------------------------------------------------------------------------- the real trainer
+
+
+@pytest.mark.slow
+def test_a_tiny_real_sweep_end_to_end(tmp_path, capsys):
+    """Two tiny networks through effscale.train, then status, collect and plot (Fashion-MNIST slices)."""
+    pytest.importorskip("effscale.train")
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_train_support import tiny_config
+
+    config = tiny_config("fashion_mnist", steps=2)
+    config.sweep = sweep.block(
+        "tiny_real", [sweep.point(f"width-{w:g}", "width", {"model.width": w}) for w in (1.0, 1.5)]
+    )
+    workdir = str(tmp_path / "sweep")
+    assert sweep.main(config, workdir, "train") == 0
+    assert sweep.main(config, workdir, "train") == 0  # everything skipped
+    assert sweep.main(config, workdir, "status") == 0
+    out = capsys.readouterr().out
+    assert out.count("done, skipped") == 2 and "2 done, 0 failed, 0 partial, 0 pending" in out
+    assert sweep.main(config, workdir, "collect") == 0
+    rows = results.read_table(Path(workdir) / "results.csv")
+    assert [r["status"] for r in rows] == ["done", "done"]
+    for r in rows:
+        assert 0 <= r["top1"] <= 1 and 0 <= r["ema_top1"] <= 1 and r["train_images_per_sec"] > 0
+        assert r["macs"] == json.loads((Path(workdir) / r["point"] / "result.json").read_text())["macs"]
+    assert sweep.main(config, workdir, "plot") == 0
+    assert (Path(workdir) / "figures" / "tiny_real_top1_vs_macs.png").stat().st_size > 1000

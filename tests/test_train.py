@@ -1,0 +1,211 @@
+"""The trainer end to end on a tiny network: mocked TFDS datasets, resume, refusals, divergence.
+
+Fashion-MNIST runs read small slices of the real dataset (prepared offline by effscale.data);
+ImageNet and CIFAR-10 are `tfds.testing.mock_data`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import jax
+import numpy as np
+import pytest
+import test_train_support
+from test_train_support import launch, mocked_dataset, tiny_config
+
+from effscale import checkpoint, optim, record, train
+
+test_train_support.use_compilation_cache()
+
+RECORD_KEYS = {
+    "config", "width", "depth", "resolution", "phi", "params", "macs", "activations", "xla_flops",
+    "eval_top1", "eval_top5", "eval_top1_ema", "eval_top5_ema", "best_eval_top1", "steps", "epochs",
+    "train_images_per_sec", "step_time_s", "eval_images_per_sec", "compile_time_s", "wall_time_s",
+    "device_kind", "device_count", "process_count", "packages",
+}  # fmt: skip
+
+
+def _final_state(workdir: str, config) -> train.TrainState:
+    setup = train._Setup(config)
+    manager = checkpoint.Manager(workdir, 1, 1)
+    try:
+        return manager.restore(setup.abstract_state())
+    finally:
+        manager.close()
+
+
+def _train_losses(workdir) -> dict[int, float]:
+    events = map(json.loads, (workdir / record.METRICS).read_text().splitlines())
+    losses = [(e["step"], e["loss"]) for e in events if e["kind"] == "train"]
+    assert len({step for step, _ in losses}) == len(losses), "a step was logged twice"
+    return dict(losses)
+
+
+def _assert_same_state(a: train.TrainState, b: train.TrainState) -> None:
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(("name", "classes", "dtype"), [("imagenet2012", 1000, "float32"), ("cifar10", 10, "bfloat16")])
+def test_one_step_on_mocked_dataset(tmp_path, name, classes, dtype):
+    config = tiny_config(name, steps=1)
+    config.model.dtype = dtype
+    config.data.manual_dir = str(tmp_path)  # imagenet2012 needs one; the mock never reads it
+    # tfds' mock and orbax's background writer trip over each other; the real runs save asynchronously.
+    config.train.async_checkpoints = False
+    with mocked_dataset(name, num_examples=16, manual_dir=str(tmp_path)):
+        out = train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert set(out) >= RECORD_KEYS
+    assert out["steps"] == 1 and out["num_classes"] == classes and out["config"]["model"]["num_classes"] == classes
+    for key in ("eval_top1", "eval_top5", "eval_top1_ema", "eval_top5_ema", "best_eval_top1"):
+        assert 0.0 <= out[key] <= 1.0
+    assert out["eval_top5"] >= out["eval_top1"]
+    assert out["eval_examples"] == 16
+    assert json.loads((tmp_path / "run" / record.RESULT).read_text()) == json.loads(json.dumps(out))
+    events = [json.loads(line) for line in (tmp_path / "run" / record.METRICS).read_text().splitlines()]
+    assert {e["kind"] for e in events} == {"train", "eval"}
+    assert os.listdir(tmp_path / "run" / "tb")
+
+
+def test_interrupted_run_resumes_exactly(tmp_path):
+    config = tiny_config(steps=6)
+    reference = train.train_and_evaluate(config, str(tmp_path / "ref"))
+
+    with pytest.raises(train.Interrupted, match="step 3"):
+        train.train_and_evaluate(config, str(tmp_path / "cut"), stop_at_step=3)
+    assert not (tmp_path / "cut" / record.RESULT).exists()
+    resumed = train.train_and_evaluate(config, str(tmp_path / "cut"))
+    assert resumed["resumed_from_step"] == 3
+
+    for key in ("eval_top1", "eval_top5", "eval_top1_ema", "eval_top5_ema", "eval_loss", "train_loss"):
+        assert resumed[key] == pytest.approx(reference[key], rel=1e-6), key
+    _assert_same_state(_final_state(str(tmp_path / "ref"), config), _final_state(str(tmp_path / "cut"), config))
+    # The metrics log reads as one run: every step once, the same losses.
+    assert _train_losses(tmp_path / "cut") == pytest.approx(_train_losses(tmp_path / "ref"), rel=1e-6)
+
+    # --mode=eval re-evaluates the latest checkpoint to the same figures.
+    again = train.evaluate(config, str(tmp_path / "ref"))
+    assert again["eval_top1_ema"] == pytest.approx(reference["eval_top1_ema"])
+    assert again["steps"] == 6 and (tmp_path / "ref" / "eval.json").exists()
+
+
+def _wait_for_checkpoint(workdir, proc, after: int = 0, timeout: float = 240) -> int:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        names = os.listdir(workdir / "checkpoints") if (workdir / "checkpoints").exists() else []
+        steps = [int(n) for n in names if n.isdigit() and int(n) > after]  # complete ones: tmp dirs have suffixes
+        if steps:
+            return max(steps)
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended early ({proc.returncode}):\n{proc.stderr.read()[-3000:]}")
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared")
+
+
+@pytest.mark.slow  # three launches as subprocesses: ~90 s on 2 shared cores
+def test_kill9_and_sigterm_lose_nothing_but_the_tail(tmp_path):
+    """kill -9 after a checkpoint, then SIGTERM (saves, exits cleanly), then finish: as if never stopped."""
+    steps = 40
+    args = ["--config", "tests/test_train_support.py", f"--config.train.num_steps={steps}"]
+    config = tiny_config(steps=steps)
+    reference = train.train_and_evaluate(config, str(tmp_path / "ref"))
+    workdir = tmp_path / "run"
+
+    proc = launch(*args, f"--workdir={workdir}")
+    _wait_for_checkpoint(workdir, proc)
+    proc.kill()
+    proc.wait()
+    assert not (workdir / record.RESULT).exists(), "the run finished before it could be killed"
+    first = checkpoint.Manager(str(workdir), 1, 1)
+    killed_at = first.latest_step()
+    first.close()
+
+    proc = launch(*args, f"--workdir={workdir}")
+    _wait_for_checkpoint(workdir, proc, after=killed_at)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before SIGTERM arrived")
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "Rerun to resume" in err and "Traceback" not in err
+
+    resumed = train.train_and_evaluate(config, str(workdir))
+    assert killed_at < resumed["resumed_from_step"] < steps
+    for key in ("eval_top1", "eval_top1_ema", "eval_loss", "train_loss"):
+        assert resumed[key] == pytest.approx(reference[key], rel=1e-5), key
+    _assert_same_state(_final_state(str(tmp_path / "ref"), config), _final_state(str(workdir), config))
+
+
+def test_incompatible_workdir_is_refused_and_kept(tmp_path):
+    config = tiny_config(steps=1)
+    train.train_and_evaluate(config, str(tmp_path))
+    before = sorted(os.listdir(tmp_path / "checkpoints"))
+    other = tiny_config(steps=1)
+    other.model.head_channels = 48
+    with pytest.raises(ValueError, match="different network or dataset.*head_channels"):
+        train.train_and_evaluate(other, str(tmp_path))
+    other = tiny_config("cifar10", steps=1)
+    with pytest.raises(ValueError, match="dataset"), mocked_dataset("cifar10", 16, str(tmp_path)):
+        train.train_and_evaluate(other, str(tmp_path))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == before
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    config = tiny_config(steps=6)
+    config.train.learning_rate = 1e30
+    config.train.checkpoint_every_steps = 1
+    with pytest.raises(train.NonFiniteLossError, match="loss became .* at step 2.*step 1"):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert os.listdir(tmp_path / "checkpoints") == ["1"]
+    assert not (tmp_path / record.RESULT).exists()
+
+
+def test_bad_inputs_get_clear_errors(tmp_path):
+    config = tiny_config()
+    config.data.name = "no_such_dataset"
+    with pytest.raises(ValueError, match="Unknown dataset"):
+        train.train_and_evaluate(config, str(tmp_path))
+    config = tiny_config()
+    config.data.manual_dir = str(tmp_path / "empty")
+    with pytest.raises(ValueError, match="not found"):
+        train.train_and_evaluate(config, str(tmp_path))
+    with pytest.raises(ValueError, match="No checkpoint"):
+        train.evaluate(tiny_config(), str(tmp_path / "nothing"))
+
+
+def test_launch_prints_config_errors_without_traceback(tmp_path):
+    proc = launch(
+        "--config", "tests/test_train_support.py", "--config.data.name=no_such_dataset", f"--workdir={tmp_path}"
+    )
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert "effscale: error: Unknown dataset 'no_such_dataset'" in err and "Traceback" not in err
+
+
+def test_schedule_warms_up_then_decays():
+    config = tiny_config().train
+    config.batch_size, config.learning_rate, config.warmup_epochs = 512, 0.016, 1.0
+    lr = optim.schedule(config, steps_per_epoch=10, total_steps=100)
+    peak = 0.032
+    assert float(lr(0)) == 0.0 and float(lr(5)) == pytest.approx(peak / 2)
+    # Staircase x0.97 every 2.4 epochs (24 steps), counted from step 0 as the official code does.
+    assert float(lr(10)) == pytest.approx(peak) and float(lr(50)) == pytest.approx(peak * 0.97**2)
+    config.lr_schedule = "cosine"
+    lr = optim.schedule(config, steps_per_epoch=10, total_steps=100)
+    assert float(lr(10)) == pytest.approx(peak) and float(lr(100)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_weight_decay_skips_batchnorm():
+    params = {"stem_conv": {"kernel": 1}, "stem_bn": {"scale": 1, "bias": 1}, "block1a": {"project_bn": {"scale": 1}}}
+    mask = optim.decay_mask(params)
+    assert mask == {"stem_conv": {"kernel": True}, "stem_bn": {"scale": False, "bias": False},
+                    "block1a": {"project_bn": {"scale": False}}}  # fmt: skip
+
+
+def test_ema_decay_warms_up():
+    assert float(train.ema_decay(0.9999, np.int32(0))) == pytest.approx(0.1)
+    assert float(train.ema_decay(0.9999, np.int32(10**7))) == pytest.approx(0.9999)
