@@ -49,6 +49,12 @@ _MULTIHOST = flags.DEFINE_bool(
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "--multihost: host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "--multihost: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "--multihost: this process's index.")
+_SWEEP_SHARD = flags.DEFINE_string(
+    "sweep_shard",
+    None,
+    "Sweep configs (configs/sweeps/): run only share i/n of the points, 0 <= i < n; point k of the "
+    "declared order belongs to shard k % n.",
+)
 flags.mark_flag_as_required("config")
 
 
@@ -56,20 +62,31 @@ def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     config = _CONFIG.value
+    if "sweep" in config:  # configs/sweeps/*.py: named points over a base config
+        return _sweep(config, _MODE.value)
     if _MODE.value == "info":
-        import json
-
-        from effscale import info, model, spec
-
-        net = spec.build(config.model)
-        model.check_runtime(config.model)
-        desc = info.describe(net, xla=_XLA.value)
-        print(json.dumps(desc, indent=2) if _JSON.value else info.format_table(desc))
-        return 0
+        return _info(config)
     if _MODE.value in ("train", "eval"):
         return _train_or_eval(config, _MODE.value)
     print(f"--mode={_MODE.value} is not available yet.", file=sys.stderr)
     return 2
+
+
+def _info(config) -> int:
+    """Prints the network a config describes (no data, no training)."""
+    import json
+
+    from effscale import info, model, spec
+
+    try:
+        net = spec.build(config.model)
+        model.check_runtime(config.model)
+    except ValueError as e:  # an impossible config: say which field, before anything compiles
+        print(f"effscale: error: {e}", file=sys.stderr)
+        return 2
+    desc = info.describe(net, xla=_XLA.value)
+    print(json.dumps(desc, indent=2) if _JSON.value else info.format_table(desc))
+    return 0
 
 
 def _default_workdir() -> str:
@@ -82,7 +99,25 @@ def _default_workdir() -> str:
     return os.path.join("runs", name)
 
 
-def _train_or_eval(config, mode: str) -> int:
+def _sweep(config, mode: str) -> int:
+    """Every point of a sweep (or this process' --sweep_shard of them), its status, table or figures."""
+    from effscale import sweep
+
+    workdir = _WORKDIR.value or os.path.join("sweeps", os.path.basename(_default_workdir()))
+    if mode != "train":
+        return sweep.main(config, workdir, mode, _SWEEP_SHARD.value)
+    _start_jax()
+    from effscale import train
+
+    try:
+        return sweep.main(config, workdir, mode, _SWEEP_SHARD.value)
+    except train.Interrupted as e:  # a signal or preemption: the point resumes on the next run
+        print(f"effscale: {e}", file=sys.stderr)
+        return 128 + (e.signum or signal.SIGTERM)
+
+
+def _start_jax() -> None:
+    """Joins a multi-host job when asked or detected, and routes the trainer's progress to stderr."""
     import logging
 
     from effscale import parallel
@@ -94,8 +129,6 @@ def _train_or_eval(config, mode: str) -> int:
     import jax
     from absl import logging as absl_logging
 
-    from effscale import train
-
     # Orbax logs every step of its work at INFO through absl; progress has its own logger.
     absl_logging.set_verbosity(absl_logging.WARNING)
     progress = logging.getLogger("effscale")
@@ -104,6 +137,13 @@ def _train_or_eval(config, mode: str) -> int:
     progress.addHandler(handler)
     progress.setLevel(logging.INFO if jax.process_index() == 0 else logging.WARNING)
     progress.propagate = False
+
+
+def _train_or_eval(config, mode: str) -> int:
+    _start_jax()
+    import jax
+
+    from effscale import train
 
     workdir = _WORKDIR.value or _default_workdir()
     try:

@@ -7,10 +7,13 @@ The network: B0 with base resolution 32 (Fashion-MNIST's 28 px upsampled a littl
 phi = 2 with the paper's alpha 1.2, beta 1.1, gamma 1.15: depth 1.44, width 1.21, 44 px;
 10.7M parameters, 56.4M multiply-adds per image.
 
-Expected (2-core CPU, float32, nothing else running): 2 epochs (1,874 steps of 64 images) at
-~105 train images/s, ~20 minutes of steps plus ~1.5 minutes of compilation and two evaluations
-of the 10,000 test images (~400 images/s, raw and EMA weights): about 25 minutes, ending at
-test top-1 >= 0.90. result.json in the workdir holds the figures.
+Measured (2-core CPU shared with other jobs, float32): 2 epochs (1,874 steps of 64 images) at
+70 train images/s sustained under load (up to ~105 in quiet stretches), evaluation ~410
+images/s over the 10,000 test images (raw and EMA weights each); test top-1 0.63 after a
+quarter epoch, 0.74 after half, 0.79 after one, 0.822 (EMA 0.823) after two. On an idle
+machine the run should take ~25 minutes. This does NOT yet reach the 0.90 the issue asks for;
+see the open question in the run notes (more epochs, or the head initialisation).
+result.json in the workdir holds the figures.
 
 Why this recipe and not the paper's (RMSProp, 350 epochs, EMA 0.9999): the budget is 2 epochs.
 - AdamW, 2e-3 at batch 64 (0.008 per 256 images), decoupled weight decay 0.05, warm-up 0.1

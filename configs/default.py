@@ -66,6 +66,10 @@ def get_config() -> ml_collections.ConfigDict:
     d.shuffle_buffer = 16_384
     d.prefetch = 2  # batches prepared ahead
     d.threads = config_dict.placeholder(int)  # tf.data thread pool size (None: TF's default, one per core)
+    # Subsets (transfer learning): keep only these labels, relabelled 0..k-1 in this order (None: all), and
+    # train on the first `train_examples` of what is kept (None: all; eval always uses the whole kept split).
+    d.classes = config_dict.placeholder(tuple)
+    d.train_examples = config_dict.placeholder(int)
 
     c.train = t = ml_collections.ConfigDict()
     t.batch_size = 4096  # global, over all devices and hosts
@@ -91,4 +95,20 @@ def get_config() -> ml_collections.ConfigDict:
     t.keep_checkpoints = 3
     t.async_checkpoints = True  # write checkpoints in the background while training goes on
     t.xla_flops = True  # record XLA's FLOP count of the forward pass (one extra small compile)
+
+    # Initial weights (transfer learning; see effscale.convert). None: train from scratch.
+    c.init = i = ml_collections.ConfigDict()
+    i.weights = config_dict.placeholder(str)  # Keras .h5 / .weights.h5 / .keras, timm file, or an effscale workdir
+    i.source = "auto"  # 'auto' (by extension; a directory is an effscale workdir) | 'keras' | 'timm' | 'effscale'
+    i.timm_arch = config_dict.placeholder(str)  # source 'timm' needs it: 'tf_efficientnet_b0', ...
+    i.top = "auto"  # 'auto' (load the classifier only when the class count matches) | 'load' | 'drop'
+
+    # Freezing (effscale.transfer): 'none' | 'base' | 'below:<block6a|stage6|top|se16|block7a/project_conv>'.
+    c.transfer = tr = ml_collections.ConfigDict()
+    tr.freeze = "none"
+    tr.batchnorm = "frozen"  # 'frozen': frozen layers' BatchNorms keep their statistics | 'base': all base BNs
+    # Phases, run one after another, each with its own optimizer (fresh state) and freeze: a tuple of dicts
+    # {'freeze': ..., 'epochs' or 'steps': ..., optional train overrides such as 'learning_rate'}. Empty: one
+    # phase of train.num_epochs / num_steps with transfer.freeze.
+    tr.phases = ()
     return c

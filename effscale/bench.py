@@ -41,7 +41,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 _RESOLUTION = flags.DEFINE_integer("resolution", None, "Input resolution (default: the config's).")
 _BATCH = flags.DEFINE_integer("batch", 32, "Batch size of the train and inference steps.")
-_FRAMEWORKS = flags.DEFINE_list("frameworks", list(FRAMEWORKS), f"Any of {', '.join(FRAMEWORKS)}.")
+_FRAMEWORKS = flags.DEFINE_list(
+    "frameworks", list(FRAMEWORKS), f"Any of {', '.join(FRAMEWORKS)}; torch_cl@1 pins torch to 1 thread."
+)
 _VARIANTS = flags.DEFINE_list(
     "variants",
     ["default"],
@@ -59,6 +61,9 @@ _SCHEDULER = flags.DEFINE_bool(
 _COMPILE_ONLY = flags.DEFINE_bool("compile_only", False, "effscale only: compile times and XLA memory, no steps.")
 _PRESETS = flags.DEFINE_list("presets", [], "--compile_only: presets to compile (e.g. b0,b1,...,b7).")
 _JSON = flags.DEFINE_string("json", None, "Also write every measurement to this JSON file.")
+_TORCH_THREADS = flags.DEFINE_integer(
+    "torch_threads", 0, "torch intra-op threads (0: torch's default, one per core; see bench_workers.run_torch)."
+)
 _TIMEOUT = flags.DEFINE_integer("timeout", 1800, "Seconds before a worker process is killed.")
 
 GB = 1e9
@@ -115,6 +120,7 @@ def make_jobs(
     max_seconds: float,
     train_only: bool,
     scheduler_flag: bool,
+    torch_threads: int = 0,
 ) -> list[dict]:
     """One job per (framework, effscale variant): what a worker process needs, as JSON-able dicts."""
     from effscale import spec
@@ -136,7 +142,9 @@ def make_jobs(
         "train_only": train_only,
     }
     jobs = []
-    for fw in frameworks:
+    for name in frameworks:
+        # 'torch_cl@1': the framework with its thread count pinned (torch only), measured as its own row.
+        fw, _, threads = name.partition("@")
         if fw not in FRAMEWORKS:
             raise ValueError(f"Unknown framework {fw!r}: choose from {', '.join(FRAMEWORKS)}.")
         if fw == "effscale":
@@ -158,11 +166,12 @@ def make_jobs(
                 {
                     **common,
                     "framework": fw,
-                    "name": fw,
+                    "name": name,
                     "preset": preset,
                     "timm_model": f"efficientnet_{preset}",
                     "dropout": net.dropout,
                     "drop_path": float(model_cfg.get("drop_path", 0.2)),
+                    "torch_threads": int(threads) if threads else torch_threads,
                     "train_cfg": train_cfg,
                 }
             )
@@ -317,7 +326,7 @@ def main(argv: list[str]) -> None:
         return
     frameworks = []
     for fw in _FRAMEWORKS.value:
-        if available(fw):
+        if available(fw.partition("@")[0]):
             frameworks.append(fw)
         else:
             print(f"note: {fw} is not installed here; skipped.", flush=True)
@@ -332,6 +341,7 @@ def main(argv: list[str]) -> None:
         max_seconds=_MAX_SECONDS.value,
         train_only=_TRAIN_ONLY.value,
         scheduler_flag=_SCHEDULER.value,
+        torch_threads=_TORCH_THREADS.value,
     )
     raw: dict[str, list[dict[str, Any]]] = {j["name"]: [] for j in jobs}
     for rnd in range(_ROUNDS.value):

@@ -217,6 +217,10 @@ def run_torch(job: dict[str, Any], channels_last: bool) -> dict[str, Any]:
     _torchvision_without_ops()
     import timm
 
+    if job.get("torch_threads"):
+        # torch's OpenMP threads spin at barriers: with another busy process on this 2-core machine,
+        # 2 threads can run 10-30x slower than 1, so the bench can pin the count.
+        torch.set_num_threads(job["torch_threads"])
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     if cuda:

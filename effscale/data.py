@@ -69,12 +69,94 @@ def dataset_info(data_cfg) -> DatasetInfo:
     """
     builder = _builder(data_cfg)
     _, label_key = _feature_keys(builder)
+    num_classes = int(builder.info.features[label_key].num_classes)
+    classes = _check_classes(data_cfg, num_classes)
     return DatasetInfo(
         name=data_cfg.name,
-        num_classes=int(builder.info.features[label_key].num_classes),
-        train_examples=_num_examples(builder, data_cfg.train_split),
-        eval_examples=_num_examples(builder, _eval_split(data_cfg, builder)),
+        num_classes=len(classes) if classes else num_classes,
+        train_examples=_split_size(builder, data_cfg, data_cfg.train_split, train=True),
+        eval_examples=_split_size(builder, data_cfg, _eval_split(data_cfg, builder), train=False),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Class subsets and label budgets (config.data.classes / train_examples), e.g. for transfer learning.
+
+
+def _classes(data_cfg) -> tuple[int, ...] | None:
+    classes = data_cfg.get("classes")
+    return tuple(int(c) for c in classes) if classes else None
+
+
+def _subsetting(data_cfg) -> bool:
+    return bool(_classes(data_cfg) or data_cfg.get("train_examples"))
+
+
+def _check_classes(data_cfg, num_classes: int) -> tuple[int, ...] | None:
+    classes = _classes(data_cfg)
+    if classes and (len(set(classes)) != len(classes) or not all(0 <= c < num_classes for c in classes)):
+        raise ValueError(
+            f"config.data.classes={classes}: expected distinct labels in 0..{num_classes - 1} of {data_cfg.name!r}."
+        )
+    n = data_cfg.get("train_examples")
+    if n is not None and n < 1:
+        raise ValueError(f"config.data.train_examples must be >= 1 (or None for all), got {n}.")
+    return classes
+
+
+def _subset(ds: tf.data.Dataset, data_cfg, train: bool) -> tf.data.Dataset:
+    """Keeps the examples of config.data.classes, relabelled 0..k-1 in the listed order, and for
+    training only the first config.data.train_examples of them (file order: the same few labels
+    in every run and arm)."""
+    classes = _classes(data_cfg)
+    if classes:
+        listed = tf.constant(classes, tf.int32)
+        ds = ds.filter(lambda image, label: tf.reduce_any(tf.equal(label, listed)))
+        ds = ds.map(
+            lambda image, label: (image, tf.cast(tf.argmax(tf.cast(tf.equal(label, listed), tf.int32)), tf.int32))
+        )
+    if train and data_cfg.get("train_examples"):
+        ds = ds.take(int(data_cfg.train_examples))
+    return ds
+
+
+_COUNTS: dict[tuple[Any, ...], int] = {}
+
+
+def _split_size(builder: tfds.core.DatasetBuilder, data_cfg, split: Any, train: bool) -> int:
+    """Examples of `split` after the class filter and label budget (counted once per process: labels only)."""
+    size = _num_examples(builder, split)
+    if not _subsetting(data_cfg):
+        return size
+    classes = _classes(data_cfg)
+    if classes:
+        key = (builder.name, str(builder.data_dir), str(split), classes)
+        if key not in _COUNTS:
+            labels = _read(builder, split).map(lambda image, label: label).batch(8192)
+            _COUNTS[key] = int(sum(np.isin(b, classes).sum() for b in labels.as_numpy_iterator()))
+        size = _COUNTS[key]
+    n = data_cfg.get("train_examples")
+    if train and n:
+        if n > size:
+            raise ValueError(f"config.data.train_examples={n} but split {split!r} keeps only {size} examples.")
+        size = int(n)
+    return size
+
+
+def _share(builder: tfds.core.DatasetBuilder, data_cfg, split: Any, train: bool, index: int, count: int):
+    """This process's (encoded image, label) pairs of `split`, subset as configured, and a function giving their count.
+
+    Without a subset, TFDS' split_for_jax_process shares (as before); with one, the kept examples
+    are dealt round-robin (training: equal shares, the remainder dropped).
+    """
+    if not _subsetting(data_cfg):
+        share = tfds.split_for_jax_process(split, process_index=index, process_count=count, drop_remainder=train)
+        return _read(builder, share), lambda: _num_examples(builder, share)
+    size = _split_size(builder, data_cfg, split, train)
+    ds = _subset(_read(builder, split), data_cfg, train).shard(count, index)
+    if train:
+        return ds.take(size // count), lambda: size // count
+    return ds, lambda: len(range(index, size, count))
 
 
 def train_steps_per_epoch(data_cfg, batch_size: int, process_count: int = 1) -> int:
@@ -338,23 +420,21 @@ def train_batches(
     are skipped before decoding.
     """
     builder = _builder(data_cfg)
-    steps_per_epoch = _num_examples(builder, data_cfg.train_split) // (batch_size * process_count)
+    steps_per_epoch = _split_size(builder, data_cfg, data_cfg.train_split, train=True) // (batch_size * process_count)
     if steps_per_epoch < 1:
         raise ValueError(
             f"Split {data_cfg.train_split!r} of {data_cfg.name!r} is smaller than one global batch of "
             f"{batch_size} x {process_count} processes."
         )
     # Equal shares, so that every process has the examples for steps_per_epoch batches.
-    share = tfds.split_for_jax_process(
-        data_cfg.train_split, process_index=process_index, process_count=process_count, drop_remainder=True
-    )
+    share, share_size = _share(builder, data_cfg, data_cfg.train_split, True, process_index, process_count)
     decode = _decoder(builder)
-    examples = _read(builder, share).enumerate()  # (index in share, (image, label)): the example's identity
+    examples = share.enumerate()  # (index in share, (image, label)): the example's identity
     if data_cfg.cache:
         examples = examples.map(lambda i, ex: (i, (decode(ex[0]), ex[1])), num_parallel_calls=tf.data.AUTOTUNE)
         examples = examples.cache()
         # The decoded share is in memory anyway: shuffle all of it, a true permutation per epoch.
-        buffer = _num_examples(builder, share)
+        buffer = share_size()
     else:
         buffer = data_cfg.shuffle_buffer
     examples_per_epoch = steps_per_epoch * batch_size
@@ -394,15 +474,15 @@ def eval_batches(
     """
     builder = _builder(data_cfg)
     split = _eval_split(data_cfg, builder)
-    steps = _eval_steps(_num_examples(builder, split), batch_size, process_count)
-    share = tfds.split_for_jax_process(split, process_index=process_index, process_count=process_count)
+    steps = _eval_steps(_split_size(builder, data_cfg, split, train=False), batch_size, process_count)
+    share, _ = _share(builder, data_cfg, split, False, process_index, process_count)
     decode = _decoder(builder)
 
     def preprocess(encoded, label):
         image = preprocess_eval(decode(encoded), data_cfg, resolution)
         return {"image": image, "label": label, "mask": tf.constant(True)}
 
-    ds = _read(builder, share).map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = share.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
     padding = tf.data.Dataset.from_tensors(
         {
             "image": tf.zeros((resolution, resolution, 3), tf.float32),

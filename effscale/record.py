@@ -21,15 +21,17 @@ METRICS = "metrics.jsonl"
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow", "tensorflow-datasets", "numpy")
 
 
-def write_json(path: str, obj: Any) -> None:
-    """Writes `obj` as JSON to `path` atomically (tmp file in the same directory + os.replace)."""
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Writes `text` to `path` atomically: readers see the old file or the new one, never a mix.
+
+    A temporary file in the same directory is flushed, fsynced and renamed over `path`.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_jsonable(obj), f, indent=2, sort_keys=True)
-            f.write("\n")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -37,6 +39,20 @@ def write_json(path: str, obj: Any) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Writes `obj` as indented JSON to `path` atomically (see `write_text`)."""
+    write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=True, default=json_default) + "\n")
+
+
+def json_default(value: Any) -> Any:
+    """What JSON cannot hold natively: arrays as lists, sets sorted, anything else as its str."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    return str(value)
 
 
 def _jsonable(obj: Any) -> Any:

@@ -19,16 +19,16 @@ flattened with dots and the first key present wins, so a few other spellings wor
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from effscale import record
 
 POINT_FILE = "point.json"
 RESULT_FILE = "result.json"
@@ -98,31 +98,6 @@ _COUNT_KEYS = ("params", "macs", "activations")
 # ----------------------------------------------------------------------------- atomic files
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Writes `text` to `path` so that readers see the old file or the new one, never a mix.
-
-    A temporary file in the same directory is flushed, fsynced and renamed over `path`.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """`atomic_write_text` of `obj` as indented JSON (non-JSON values via str)."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
 def read_json(path: str | os.PathLike[str]) -> Any | None:
     """The JSON in `path`, or None when it is missing or unreadable."""
     try:
@@ -130,14 +105,6 @@ def read_json(path: str | os.PathLike[str]) -> Any | None:
             return json.load(f)
     except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
         return None
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):  # numpy / jax scalars and arrays
-        return value.tolist()
-    if isinstance(value, (set, frozenset)):
-        return sorted(value)
-    return str(value)
 
 
 # ----------------------------------------------------------------------------- point state
@@ -271,15 +238,15 @@ def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def to_jsonl(rows: Sequence[Mapping[str, Any]]) -> str:
     """The rows as JSON lines."""
-    return "".join(json.dumps(dict(row), sort_keys=False, default=_json_default) + "\n" for row in rows)
+    return "".join(json.dumps(dict(row), sort_keys=False, default=record.json_default) + "\n" for row in rows)
 
 
 def write_table(rows: Sequence[Mapping[str, Any]], stem: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Writes `stem`.csv and `stem`.jsonl atomically; returns their paths."""
     stem = Path(stem)
     csv_path, jsonl_path = stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".jsonl")
-    atomic_write_text(csv_path, to_csv(rows))
-    atomic_write_text(jsonl_path, to_jsonl(rows))
+    record.write_text(csv_path, to_csv(rows))
+    record.write_text(jsonl_path, to_jsonl(rows))
     return csv_path, jsonl_path
 
 

@@ -54,6 +54,7 @@ from typing import Any
 
 import ml_collections
 
+from effscale import record as run_record
 from effscale import results
 from effscale.results import ERROR_FILE, POINT_FILE, RESULT_FILE
 
@@ -219,7 +220,7 @@ def share(items: Sequence[Any], shard: int, num_shards: int) -> list[Any]:
 
 def config_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """`config` as JSON-ready plain data."""
-    return json.loads(json.dumps(config.to_dict(), default=results._json_default))
+    return json.loads(json.dumps(config.to_dict(), default=run_record.json_default))
 
 
 def describe_model(model_config: Any) -> dict[str, Any]:
@@ -300,7 +301,7 @@ def run(
         if is_main:
             problem = _changed_model(results.read_json(pdir / POINT_FILE), record, pdir)
             if problem is None:
-                results.atomic_write_json(pdir / POINT_FILE, record)
+                run_record.write_json(pdir / POINT_FILE, record)
         else:
             problem = None
         # A point that cannot resume safely is recorded like any failure; other processes follow.
@@ -316,7 +317,7 @@ def run(
         try:
             result = run_fn(cfg, str(pdir))
             if is_main and not (pdir / RESULT_FILE).is_file():
-                results.atomic_write_json(pdir / RESULT_FILE, dict(result or {}))
+                run_record.write_json(pdir / RESULT_FILE, dict(result or {}))
         except stop_on:
             log(f"  {p.name}: stopped after {time.time() - start:.0f} s; rerun to resume")
             raise
@@ -350,7 +351,7 @@ def _changed_model(old: Mapping[str, Any] | None, new: Mapping[str, Any], pdir: 
 
 
 def _record_failure(pdir: Path, previous: Mapping[str, Any], kind: str, message: str, tb: str) -> None:
-    results.atomic_write_json(
+    run_record.write_json(
         pdir / ERROR_FILE,
         {
             "type": kind,

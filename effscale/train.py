@@ -8,6 +8,16 @@ signals and the final, atomically written result.json.
 
 Resume: the step is the data position, the dropout key is derived from (seed, step),
 so a run resumed from a checkpoint continues exactly as an uninterrupted one would.
+
+Transfer learning (configs/transfer/): `config.init` imports weights before step 0
+(Keras / timm files via effscale.convert, or another effscale workdir), and
+`config.transfer` freezes parts of the network, optionally in phases (e.g. the head
+alone, then the top blocks at a lower learning rate). Each phase has its own
+optimizer (state only for what trains, fresh at the phase's start), its own
+compiled step and, for frozen BatchNorms, its own module. A checkpoint's phase is
+the one its step falls in (phase k trains steps start_k+1 .. end_k; the boundaries
+are part of the workdir's fingerprint, so they cannot change under a run), which
+is all a resume needs: the optimizer state is restored in the shape of that phase.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import dataclasses
 import functools
 import logging
 import math
+import os
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -30,7 +41,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from effscale import checkpoint, complexity, model, optim, parallel, record, spec
+from effscale import checkpoint, complexity, convert, model, optim, parallel, record, spec, transfer
 
 Batch = Mapping[str, jax.Array]
 # Progress lines go to their own logger: absl's is flooded by orbax's INFO messages.
@@ -94,9 +105,148 @@ def resolve(config: ml_collections.ConfigDict) -> tuple[ml_collections.ConfigDic
     return config, info, net
 
 
-def fingerprint(net: spec.NetworkSpec, dataset: str) -> dict[str, Any]:
-    """What a workdir's checkpoints are of: the full network description and the dataset."""
-    return {"dataset": dataset, "network": dataclasses.asdict(net)}
+def fingerprint(net: spec.NetworkSpec, dataset: str, config: ml_collections.ConfigDict | None = None) -> dict[str, Any]:
+    """What a workdir's checkpoints are of: the full network description and the dataset.
+
+    With `config`, also the data subset, initial weights and freezing / phases, but only when
+    they differ from the defaults: workdirs of ordinary runs keep the fingerprint they had.
+    """
+    out: dict[str, Any] = {"dataset": dataset, "network": dataclasses.asdict(net)}
+    if config is None:
+        return out
+    d = config.data
+    if d.get("classes") or d.get("train_examples"):
+        out["subset"] = {"classes": d.classes, "train_examples": d.train_examples}
+    init = config.get("init")
+    if init is not None and init.weights:
+        out["init"] = {"weights": os.path.abspath(init.weights), "source": init.source, "top": init.top}
+    tr = config.get("transfer")
+    if tr is not None and (tr.freeze != "none" or tr.phases or tr.batchnorm != "frozen"):
+        out["transfer"] = {"freeze": tr.freeze, "batchnorm": tr.batchnorm, "phases": [_plain(p) for p in tr.phases]}
+    return out
+
+
+def _plain(phase: Any) -> dict[str, Any]:
+    return phase.to_dict() if isinstance(phase, ml_collections.ConfigDict) else dict(phase)
+
+
+# ---------------------------------------------------------------------------
+# Transfer learning: phases and initial weights.
+
+# The train.* fields a phase may override: what builds its optimizer and schedule.
+PHASE_TRAIN_KEYS = (
+    "learning_rate", "lr_schedule", "warmup_epochs", "decay_epochs", "decay_rate",
+    "optimizer", "momentum", "rmsprop_decay", "epsilon", "weight_decay",
+)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """A stretch of training with one freeze and one optimizer: it trains steps start+1 .. end."""
+
+    index: int
+    start: int
+    end: int
+    freeze: str
+    train: Any  # config.train with the phase's overrides
+
+
+def resolve_phases(config: ml_collections.ConfigDict, net: spec.NetworkSpec, steps_per_epoch: int) -> tuple[Phase, ...]:
+    """`config.transfer.phases` as `Phase`s (one phase of train.num_epochs / num_steps when empty).
+
+    Raises ValueError for an unknown key, a bad length, or a freeze specification naming
+    something the network lacks (the message lists the valid names).
+    """
+    tr = config.get("transfer")
+    freeze = tr.freeze if tr is not None else "none"
+    listed = [_plain(p) for p in tr.phases] if tr is not None and tr.phases else []
+    if tr is not None and tr.batchnorm not in transfer.BN_MODES:
+        raise ValueError(f"transfer.batchnorm must be one of {transfer.BN_MODES}, got {tr.batchnorm!r}.")
+    if not listed:
+        transfer.frozen_count(net, freeze)  # validates
+        return (Phase(0, 0, optim.total_steps(config.train, steps_per_epoch), freeze, config.train),)
+    out, start = [], 0
+    for k, p in enumerate(listed):
+        unknown = sorted(set(p) - {"freeze", "epochs", "steps", *PHASE_TRAIN_KEYS})
+        if unknown:
+            raise ValueError(
+                f"transfer.phases[{k}]: unknown keys {unknown}; expected freeze, epochs or steps, and any of "
+                f"{', '.join(PHASE_TRAIN_KEYS)}."
+            )
+        if ("epochs" in p) == ("steps" in p):
+            raise ValueError(f"transfer.phases[{k}] needs exactly one of 'epochs' and 'steps'.")
+        steps = int(p["steps"]) if "steps" in p else int(math.ceil(float(p["epochs"]) * steps_per_epoch))
+        if steps < 1:
+            raise ValueError(f"transfer.phases[{k}] is shorter than one step.")
+        t = copy.deepcopy(config.train)
+        with t.unlocked():
+            t.update({key: p[key] for key in PHASE_TRAIN_KEYS if key in p})
+        optim.check(t)
+        f = str(p.get("freeze", freeze))
+        try:
+            transfer.frozen_count(net, f)
+        except ValueError as e:
+            raise ValueError(f"transfer.phases[{k}]: {e}") from e
+        out.append(Phase(k, start, start + steps, f, t))
+        start += steps
+    return tuple(out)
+
+
+def import_weights(init: Any, net: spec.NetworkSpec) -> convert.ImportedWeights | dict[str, Any]:
+    """The weights `config.init` names, for `net` (numpy); raises ValueError (WeightImportError) if unusable."""
+    path, source = str(init.weights), init.source
+    if source == "auto":
+        if os.path.isdir(path):
+            source = "effscale"
+        elif path.endswith((".h5", ".keras")):
+            source = "keras"
+        elif path.endswith((".safetensors", ".pth", ".pt", ".bin", ".npz")):
+            source = "timm"
+        else:
+            raise ValueError(
+                f"config.init.weights={path!r}: cannot tell the format from the name; set config.init.source to "
+                "'keras', 'timm' or 'effscale'."
+            )
+    if source == "keras":
+        return convert.load_keras(path, net, top=init.top)
+    if source == "timm":
+        if not init.timm_arch:
+            raise ValueError("config.init.source='timm' needs config.init.timm_arch, e.g. 'tf_efficientnet_b0'.")
+        return convert.load_timm(path, net, arch=init.timm_arch, top=init.top)
+    if source == "effscale":
+        return _load_workdir(path, net, init.top)
+    raise ValueError(f"config.init.source must be 'auto', 'keras', 'timm' or 'effscale', got {source!r}.")
+
+
+def _load_workdir(workdir: str, net: spec.NetworkSpec, top: str) -> dict[str, Any]:
+    """The raw weights and BatchNorm statistics of an effscale workdir's latest checkpoint, top per `top`."""
+    if top not in convert.TOP_MODES:
+        raise ValueError(f"config.init.top must be one of {convert.TOP_MODES}, got {top!r}.")
+    if not checkpoint.has_checkpoint(workdir):
+        raise convert.WeightImportError(f"config.init.weights={workdir!r}: no effscale checkpoint there.")
+    manager = checkpoint.Manager(workdir, 1, 1000, asynchronous=False)
+    try:
+        restored = manager.restore(None)
+    finally:
+        manager.close()
+    variables = {
+        "params": jax.tree.map(np.asarray, dict(restored["params"])),
+        "batch_stats": jax.tree.map(np.asarray, dict(restored["batch_stats"])),
+    }
+    head = variables["params"].get(convert.HEAD_MODULE)
+    if head is not None:
+        theirs = int(np.shape(head["kernel"])[-1])
+        same = net.include_top and theirs == net.num_classes
+        if top == "load" and not same:
+            raise convert.WeightImportError(
+                f"{workdir}: its top has {theirs} classes, the model {net.num_classes if net.include_top else 'none'}."
+            )
+        if top == "drop" or not same:
+            del variables["params"][convert.HEAD_MODULE]
+            log.info("Dropped the %d-class top of %s: the new head starts fresh.", theirs, workdir)
+    elif top == "load":
+        raise convert.WeightImportError(f"{workdir}: top='load' but its checkpoint has no top.")
+    return variables
 
 
 def init_state(
@@ -140,8 +290,14 @@ def train_step(
     label_smoothing: float,
     ema: float,
     seed: int,
+    labels: Any = None,
+    frozen_bn: frozenset[str] = frozenset(),
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimizer step on a (global) batch; returns the new state and scalar metrics."""
+    """One optimizer step on a (global) batch; returns the new state and scalar metrics.
+
+    `labels` (effscale.transfer.param_labels) marks frozen parameters: they, their moving
+    averages and the statistics of the `frozen_bn` BatchNorms are carried over bit for bit.
+    """
     dropout_key = jax.random.fold_in(jax.random.key(seed), state.step)
 
     def loss_fn(params):
@@ -161,13 +317,29 @@ def train_step(
     step = state.step + 1
     d = ema_decay(ema, step)
     average = lambda old, new: jax.tree.map(lambda o, n: d * o + (1.0 - d) * n, old, new)  # noqa: E731
+    ema_params = average(state.ema_params, params)
+    ema_batch_stats = average(state.ema_batch_stats, batch_stats)
+    if labels is not None:
+        # p + 0 is not always p bit for bit (-0.0), and the average of a constant drifts by rounding:
+        # frozen leaves are taken over as they were, decided per leaf at trace time.
+        keep = lambda label, old, new: old if label == transfer.FROZEN else new  # noqa: E731
+        params = jax.tree.map(keep, labels, state.params, params)
+        ema_params = jax.tree.map(keep, labels, state.ema_params, ema_params)
+    if frozen_bn:
+
+        def keep_stats(path: tuple[Any, ...], old: jax.Array, new: jax.Array) -> jax.Array:
+            names = [str(getattr(k, "key", k)) for k in path]
+            return old if "/".join(names[:-1]) in frozen_bn else new
+
+        ema_batch_stats = jax.tree_util.tree_map_with_path(keep_stats, state.ema_batch_stats, ema_batch_stats)
+        batch_stats = jax.tree_util.tree_map_with_path(keep_stats, state.batch_stats, batch_stats)
     new_state = TrainState(
         step=step,
         params=params,
         batch_stats=batch_stats,
         opt_state=opt_state,
-        ema_params=average(state.ema_params, params),
-        ema_batch_stats=average(state.ema_batch_stats, batch_stats),
+        ema_params=ema_params,
+        ema_batch_stats=ema_batch_stats,
     )
     metrics = {
         "loss": loss,
@@ -197,6 +369,17 @@ def eval_step(variables: Any, batch: Batch, *, module: model.EfficientNet, num_c
 # The run: everything stateful lives below.
 
 
+@dataclasses.dataclass(frozen=True)
+class _PhaseParts:
+    """What a phase compiles its step from."""
+
+    module: model.EfficientNet
+    tx: optax.GradientTransformation
+    lr: optax.Schedule  # of the phase's own step count (its optimizer starts at 0)
+    labels: Any  # param_labels, or None when everything trains
+    frozen_bn: frozenset[str]
+
+
 class _Setup:
     """Resolved config, mesh, module, optimizer and compiled-step factories of one run."""
 
@@ -216,22 +399,100 @@ class _Setup:
                 f"train.batch_size={t.batch_size} exceeds the {self.info.train_examples} training examples of "
                 f"{self.info.name}."
             )
-        self.total_steps = optim.total_steps(t, self.steps_per_epoch)
-        self.module = model.create(self.net, self.config.model)
-        self.lr = optim.schedule(t, self.steps_per_epoch, self.total_steps)
-        self.tx = optim.create(t, self.lr)
+        self.phases = resolve_phases(self.config, self.net, self.steps_per_epoch)
+        self.total_steps = self.phases[-1].end
+        self.module = model.create(self.net, self.config.model)  # initialisation and evaluation
+        self._parts: dict[int, _PhaseParts] = {}
+        first = self.parts(self.phases[0])
+        self.lr, self.tx = first.lr, first.tx
+        self.imported: convert.ImportedWeights | dict[str, Any] | None = None
         self.replicated = parallel.replicated(self.mesh)
         self.batch_sharding = parallel.batch_sharding(self.mesh)
 
-    def abstract_state(self) -> TrainState:
-        shapes = jax.eval_shape(self._init)
+    def phase_of(self, step: int) -> Phase:
+        """The phase whose optimizer a checkpoint at `step` holds: the one that trained that step (0: the first)."""
+        return next((p for p in self.phases if step <= p.end), self.phases[-1])
+
+    def parts(self, phase: Phase) -> _PhaseParts:
+        if phase.index not in self._parts:
+            steps = phase.end - phase.start
+            lr = optim.schedule(phase.train, self.steps_per_epoch, steps)
+            tx = optim.create(phase.train, lr)
+            mode = self.config.transfer.batchnorm if self.config.get("transfer") is not None else "frozen"
+            frozen_bn = transfer.frozen_batchnorm(self.net, phase.freeze, mode=mode)
+            labels = None
+            if phase.freeze != "none":
+                labels = transfer.param_labels(self.net, self._abstract_variables()["params"], phase.freeze)
+                tx = transfer.freeze_optimizer(tx, labels)
+            module = model.create(self.net, self.config.model, frozen_bn) if frozen_bn else self.module
+            self._parts[phase.index] = _PhaseParts(module, tx, lr, labels, frozen_bn)
+        return self._parts[phase.index]
+
+    def _abstract_variables(self) -> Any:
+        n = self.net
+        x = jax.ShapeDtypeStruct((1, n.resolution, n.resolution, n.in_channels), jnp.float32)
+        return jax.eval_shape(lambda x: self.module.init({"params": jax.random.key(0)}, x, train=False), x)
+
+    def load_init(self) -> None:
+        """Imports config.init.weights (if any) and checks they fit the model: every error before a compile."""
+        init = self.config.get("init")
+        if init is None or not init.weights:
+            return
+        try:
+            imported = import_weights(init, self.net)
+        except OSError as e:  # a missing or unreadable file is a config error like any other
+            raise ValueError(f"config.init.weights: {e}") from e
+        abstract = self._abstract_variables()
+        fresh = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}
+        transfer.merge_imported(fresh, imported)  # shapes and coverage, nothing kept
+        self.imported = imported
+        norm = getattr(imported, "normalization", None)
+        d = self.config.data
+        if norm is not None and not (
+            np.allclose(norm.mean, d.mean, atol=1e-3) and np.allclose(norm.std, d.std, atol=1e-3)
+        ):
+            log.warning(
+                "The imported weights expect inputs normalised with mean %s, std %s; config.data has mean %s, "
+                "std %s. Set config.data.mean / std to match unless this is deliberate.",
+                norm.mean,
+                norm.std,
+                tuple(d.mean),
+                tuple(d.std),
+            )
+        dropped = getattr(imported, "dropped_top", True)
+        log.info("Initial weights from %s (%s).", init.weights, "new head" if dropped else "with its top")
+
+    def abstract_state(self, phase: Phase | None = None) -> TrainState:
+        """The state's shapes and shardings in `phase` (default: the last, that of a finished run)."""
+        phase = self.phases[-1] if phase is None else phase
+        shapes = jax.eval_shape(functools.partial(self._init, phase))
         return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated), shapes)
 
-    def _init(self) -> TrainState:
-        return init_state(self.module, self.tx, self.config.train.seed, self.net)
+    def _init(self, phase: Phase | None = None) -> TrainState:
+        tx = self.parts(phase or self.phases[0]).tx
+        return init_state(self.module, tx, self.config.train.seed, self.net)
 
     def fresh_state(self) -> TrainState:
-        return jax.jit(self._init, out_shardings=self.replicated)()
+        state = jax.jit(self._init, out_shardings=self.replicated)()
+        if self.imported is None:
+            return state
+        merged = transfer.merge_imported({"params": state.params, "batch_stats": state.batch_stats}, self.imported)
+        merged = jax.device_put(merged, self.replicated)
+        tx = self.parts(self.phases[0]).tx
+        start = lambda v: TrainState(  # noqa: E731 (the EMA starts at the imported weights)
+            step=jnp.zeros((), jnp.int32),
+            params=v["params"],
+            batch_stats=v["batch_stats"],
+            opt_state=tx.init(v["params"]),
+            ema_params=v["params"],
+            ema_batch_stats=v["batch_stats"],
+        )
+        return jax.jit(start, out_shardings=self.replicated)(merged)
+
+    def enter(self, phase: Phase, state: TrainState) -> TrainState:
+        """`state` with `phase`'s optimizer, freshly initialised (a new optimizer, as Keras' recompile gives)."""
+        tx = self.parts(phase).tx
+        return jax.jit(lambda s: s.replace(opt_state=tx.init(s.params)), out_shardings=self.replicated)(state)
 
     def _abstract_batch(self, batch: int, eval_: bool) -> dict[str, jax.ShapeDtypeStruct]:
         r, c = self.net.resolution, self.net.in_channels
@@ -243,17 +504,25 @@ class _Setup:
             out["mask"] = jax.ShapeDtypeStruct((batch,), jnp.bool_, sharding=self.batch_sharding)
         return out
 
-    def compile_train(self) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
+    def compile_train(
+        self, phase: Phase | None = None
+    ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
         t = self.config.train
+        phase = phase or self.phases[0]
+        parts = self.parts(phase)
+        # The logged learning rate is the phase's schedule at the phase's own step.
+        lr = parts.lr if phase.start == 0 else (lambda step: parts.lr(step - phase.start))
         fn = functools.partial(
             train_step,
-            module=self.module,
-            tx=self.tx,
-            lr=self.lr,
+            module=parts.module,
+            tx=parts.tx,
+            lr=lr,
             num_classes=self.net.num_classes,
             label_smoothing=float(t.label_smoothing),
             ema=float(t.ema_decay),
             seed=int(t.seed),
+            labels=parts.labels,
+            frozen_bn=parts.frozen_bn,
         )
         jitted = jax.jit(
             fn,
@@ -262,12 +531,12 @@ class _Setup:
             donate_argnums=0,
         )
         # Compiled ahead of time: a batch of another shape is an error, never a silent recompile.
-        return jitted.lower(self.abstract_state(), self._abstract_batch(t.batch_size, False)).compile()
+        return jitted.lower(self.abstract_state(phase), self._abstract_batch(t.batch_size, False)).compile()
 
     def compile_eval(self) -> Callable[[Any, Batch], dict[str, jax.Array]]:
         fn = functools.partial(eval_step, module=self.module, num_classes=self.net.num_classes)
         jitted = jax.jit(fn, in_shardings=(self.replicated, self.batch_sharding), out_shardings=self.replicated)
-        abstract = self.abstract_state()
+        abstract = self.abstract_state(self.phases[0])
         variables = {"params": abstract.params, "batch_stats": abstract.batch_stats}
         return jitted.lower(variables, self._abstract_batch(self.config.train.eval_batch_size, True)).compile()
 
@@ -490,17 +759,20 @@ def train_and_evaluate(
     lead = jax.process_index() == 0
     with _config_errors():
         setup = _Setup(config)
-        checkpoint.guard(workdir, fingerprint(setup.net, setup.info.name), write=lead)
+        checkpoint.guard(workdir, fingerprint(setup.net, setup.info.name, setup.config), write=lead)
+        if not checkpoint.has_checkpoint(workdir):  # a resumed run has its weights in the checkpoint
+            setup.load_init()
     cfg, t = setup.config, setup.config.train
     ckpt = checkpoint.Manager(workdir, t.checkpoint_every_steps, t.keep_checkpoints, t.async_checkpoints)
     writer = record.MetricsWriter(workdir, enabled=lead)
     try:
+        start_step = ckpt.latest_step() or 0
+        phase = setup.phase_of(start_step)
         start_compile = time.perf_counter()
-        train_fn, eval_fn = setup.compile_train(), setup.compile_eval()
+        train_fn, eval_fn = setup.compile_train(phase), setup.compile_eval()
         compile_time = time.perf_counter() - start_compile
 
-        start_step = ckpt.latest_step() or 0
-        state = ckpt.restore(setup.abstract_state()) if start_step else setup.fresh_state()
+        state = ckpt.restore(setup.abstract_state(phase)) if start_step else setup.fresh_state()
         base = setup.record_base()
         total = setup.total_steps
         if lead:
@@ -519,6 +791,8 @@ def train_and_evaluate(
                 setup.steps_per_epoch,
                 f"resuming from step {start_step}" if start_step else "from scratch",
             )
+        if len(setup.phases) > 1 or phase.freeze != "none":
+            _log_phase(setup, phase, lead)
         evals = [e for e in writer.rewind(start_step) if e["kind"] == "eval"]
         train_metrics: dict[str, float] | None = None
         clock = _Clock()
@@ -537,6 +811,13 @@ def train_and_evaluate(
         with _StopRequest() as stop:
             tick, tick_step = time.perf_counter(), start_step
             for step in range(start_step + 1, total + 1):
+                if step > phase.end:  # the next phase: its optimizer, its compiled step
+                    phase = setup.phases[phase.index + 1]
+                    start_compile = time.perf_counter()
+                    train_fn = setup.compile_train(phase)
+                    compile_time += time.perf_counter() - start_compile
+                    state = setup.enter(phase, state)
+                    _log_phase(setup, phase, lead)
                 state, metrics = train_fn(state, parallel.global_batch(next(batches), setup.batch_sharding))
                 pending.add(step, metrics)
                 is_last = step == total
@@ -599,6 +880,28 @@ def train_and_evaluate(
         ckpt.close()
 
 
+def _log_phase(setup: _Setup, phase: Phase, lead: bool) -> None:
+    if not lead:
+        return
+    labels = setup.parts(phase).labels
+    sizes = jax.tree.map(lambda x: math.prod(x.shape), setup._abstract_variables()["params"])
+    total = sum(jax.tree.leaves(sizes))
+    if labels is not None:
+        sizes = jax.tree.map(lambda label, n: n if label == transfer.TRAINABLE else 0, labels, sizes)
+    trainable = sum(jax.tree.leaves(sizes))
+    log.info(
+        "Phase %d/%d: steps %d-%d, freeze %r: %d of %d parameters train, learning rate %g per 256 images.",
+        phase.index + 1,
+        len(setup.phases),
+        phase.start + 1,
+        phase.end,
+        phase.freeze,
+        trainable,
+        total,
+        phase.train.learning_rate,
+    )
+
+
 def _eval_fields(result: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "eval_top1": result["top1"],
@@ -619,14 +922,14 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         setup = _Setup(config)
         if not checkpoint.has_checkpoint(workdir):
             raise ValueError(f"No checkpoint in {workdir}: train first (--mode=train) or point --workdir at a run.")
-        checkpoint.guard(workdir, fingerprint(setup.net, setup.info.name), write=False)
+        checkpoint.guard(workdir, fingerprint(setup.net, setup.info.name, setup.config), write=False)
     ckpt = checkpoint.Manager(workdir, setup.config.train.checkpoint_every_steps, setup.config.train.keep_checkpoints)
     try:
         start_compile = time.perf_counter()
         eval_fn = setup.compile_eval()
         compile_time = time.perf_counter() - start_compile
         step = ckpt.latest_step()
-        state = ckpt.restore(setup.abstract_state(), step)
+        state = ckpt.restore(setup.abstract_state(setup.phase_of(step)), step)
         result = _run_eval(setup, eval_fn, state)
     finally:
         ckpt.close()

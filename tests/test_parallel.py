@@ -14,9 +14,9 @@ import jax
 import numpy as np
 import pytest
 import test_train_support
-from test_train_support import last_json_line, python_process, run_python, synthetic_data, tiny_config
+from test_train_support import final_state, last_json_line, python_process, run_python, synthetic_data, tiny_config
 
-from effscale import checkpoint, parallel, record, train
+from effscale import parallel, record, train
 
 test_train_support.use_compilation_cache()
 STEPS = 3
@@ -58,16 +58,6 @@ def _losses(workdir) -> list[float]:
     return [e["loss"] for e in map(json.loads, lines) if e["kind"] == "train"]
 
 
-def _state(workdir) -> train.TrainState:
-    with synthetic_data():
-        setup = train._Setup(_config())
-    manager = checkpoint.Manager(str(workdir), 1, 1)
-    try:
-        return manager.restore(setup.abstract_state())
-    finally:
-        manager.close()
-
-
 def _worker(workdir, devices: int, processes: int = 1, process_id: int = 0, port: int = 0) -> tuple[str, dict]:
     code = WORKER.format(processes=processes, process_id=process_id, port=port, steps=STEPS, workdir=str(workdir))
     return code, {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
@@ -94,7 +84,8 @@ def _assert_same_run(a_dir, a, b_dir, b, rtol):
     np.testing.assert_allclose(_losses(a_dir), _losses(b_dir), rtol=rtol)
     for key in ("eval_top1", "eval_top1_ema", "eval_loss", "eval_loss_ema", "train_loss"):
         assert a[key] == pytest.approx(b[key], rel=rtol, abs=1e-6), key
-    for x, y in zip(jax.tree.leaves(_state(a_dir)), jax.tree.leaves(_state(b_dir)), strict=True):
+    a_state, b_state = final_state(a_dir, _config()), final_state(b_dir, _config())
+    for x, y in zip(jax.tree.leaves(a_state), jax.tree.leaves(b_state), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=1e-5)
 
 

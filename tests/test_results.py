@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from configs.sweeps import base  # noqa: E402
-from effscale import results, sweep  # noqa: E402
+from effscale import record, results, sweep  # noqa: E402
 
 # What effscale.train writes (the keys the table reads; the rest is ignored).
 TRAINER_RESULT = {
@@ -102,21 +102,21 @@ def test_table_files_round_trip_and_are_written_atomically(tmp_path):
 
 def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
     path = tmp_path / "x.json"
-    results.atomic_write_json(path, {"a": 1})
+    record.write_json(path, {"a": 1})
 
     class Unprintable:
         def __str__(self):
             raise RuntimeError("cannot serialise")
 
     with pytest.raises(RuntimeError):
-        results.atomic_write_json(path, {"a": Unprintable()})
+        record.write_json(path, {"a": Unprintable()})
     assert json.loads(path.read_text()) == {"a": 1} and [p.name for p in tmp_path.iterdir()] == ["x.json"]
 
 
 def test_a_plain_run_and_nested_results(tmp_path):
     run = tmp_path / "runs" / "phi2"
     run.mkdir(parents=True)
-    results.atomic_write_json(run / "result.json", {"eval": {"top1": 0.8, "ema_top1": 0.81}, "macs": 5})
+    record.write_json(run / "result.json", {"eval": {"top1": 0.8, "ema_top1": 0.81}, "macs": 5})
     (run / "checkpoints" / "point.json").parent.mkdir()  # inside a point: not searched
     (run / "checkpoints" / "point.json").write_text("{}")
     rows = results.collect(tmp_path)

@@ -289,7 +289,7 @@ _DRIVER = textwrap.dedent(
     from pathlib import Path
     sys.path.insert(0, {root!r})
     from configs.sweeps import base
-    from effscale import results, sweep
+    from effscale import record, results, sweep
 
     LOG = Path({log!r})
 
@@ -301,8 +301,8 @@ _DRIVER = textwrap.dedent(
             f.write(json.dumps({{"point": Path(workdir).name, "from": start}}) + "\\n")
         for step in range(start + 1, 11):
             time.sleep(0.1)
-            results.atomic_write_json(ckpt, {{"step": step}})
-        results.atomic_write_json(Path(workdir) / "result.json", {{"eval_top1": 0.9, "resumed_from": start}})
+            record.write_json(ckpt, {{"step": step}})
+        record.write_json(Path(workdir) / "result.json", {{"eval_top1": 0.9, "resumed_from": start}})
         return None
 
     c = base.get_config()

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 import test_train_support
-from test_train_support import launch, mocked_dataset, tiny_config
+from test_train_support import final_state, launch, mocked_dataset, tiny_config
 
 from effscale import checkpoint, optim, record, train
 
@@ -27,15 +27,6 @@ RECORD_KEYS = {
     "train_images_per_sec", "step_time_s", "eval_images_per_sec", "compile_time_s", "wall_time_s",
     "device_kind", "device_count", "process_count", "packages",
 }  # fmt: skip
-
-
-def _final_state(workdir: str, config) -> train.TrainState:
-    setup = train._Setup(config)
-    manager = checkpoint.Manager(workdir, 1, 1)
-    try:
-        return manager.restore(setup.abstract_state())
-    finally:
-        manager.close()
 
 
 def _train_losses(workdir) -> dict[int, float]:
@@ -83,7 +74,7 @@ def test_interrupted_run_resumes_exactly(tmp_path):
 
     for key in ("eval_top1", "eval_top5", "eval_top1_ema", "eval_top5_ema", "eval_loss", "train_loss"):
         assert resumed[key] == pytest.approx(reference[key], rel=1e-6), key
-    _assert_same_state(_final_state(str(tmp_path / "ref"), config), _final_state(str(tmp_path / "cut"), config))
+    _assert_same_state(final_state(str(tmp_path / "ref"), config), final_state(str(tmp_path / "cut"), config))
     # The metrics log reads as one run: every step once, the same losses.
     assert _train_losses(tmp_path / "cut") == pytest.approx(_train_losses(tmp_path / "ref"), rel=1e-6)
 
@@ -137,7 +128,7 @@ def test_kill9_and_sigterm_lose_nothing_but_the_tail(tmp_path):
     assert killed_at < resumed["resumed_from_step"] < steps
     for key in ("eval_top1", "eval_top1_ema", "eval_loss", "train_loss"):
         assert resumed[key] == pytest.approx(reference[key], rel=1e-5), key
-    _assert_same_state(_final_state(str(tmp_path / "ref"), config), _final_state(str(workdir), config))
+    _assert_same_state(final_state(str(tmp_path / "ref"), config), final_state(str(workdir), config))
 
 
 def test_incompatible_workdir_is_refused_and_kept(tmp_path):

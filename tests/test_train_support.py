@@ -145,6 +145,19 @@ def synthetic_data():
         yield
 
 
+def final_state(workdir, config):
+    """The latest checkpoint of `workdir` (a run of `config`) as a TrainState on this process's devices."""
+    from effscale import checkpoint, train
+
+    with synthetic_data():  # resolving the config reads the dataset's info
+        setup = train._Setup(config)
+    manager = checkpoint.Manager(str(workdir), 1, 1)
+    try:
+        return manager.restore(setup.abstract_state())
+    finally:
+        manager.close()
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """This file doubles as a config file: ``launch.py --config tests/test_train_support.py:DATASET``."""
     return tiny_config(arg or "fashion_mnist", steps=2)
