@@ -19,15 +19,10 @@ import os
 import signal
 import sys
 
-# XLA:CPU's concurrency-optimised scheduler doubled peak memory and cost 20-30% speed
-# on EfficientNet train steps here (see ../shared/docs/performance.md). Must be set
-# before jax is imported.
-_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
-if _FLAG not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" {_FLAG}=false").strip()
+from absl import app, flags
+from ml_collections import config_flags
 
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+import effscale  # noqa: F401  (sets XLA:CPU flags before any backend starts)
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, optionally with an argument: file.py:arg.")
 _MODE = flags.DEFINE_enum(

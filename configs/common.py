@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 
-def _convert(text: str) -> Any:
+def convert_value(text: str) -> Any:
+    """A command-line value as bool, None, int, float or (otherwise) the string itself."""
     low = text.lower()
     if low in ("true", "false"):
         return low == "true"
@@ -41,5 +42,5 @@ def parse_arg(arg: str | None, *, lone_key: str | None = None, **defaults: Any) 
         key = key.strip()
         if key not in defaults:
             raise ValueError(f"Unknown config argument {key!r}; allowed keys: {', '.join(defaults)}.")
-        out[key] = _convert(value.strip())
+        out[key] = convert_value(value.strip())
     return out

@@ -122,6 +122,12 @@ def run_effscale(job: dict[str, Any]) -> dict[str, Any]:
     compiled = lowered.compile()
     out["train_compile_s"] = time.perf_counter() - t0
     out["train_memory"] = _memory_analysis(compiled)
+    out["rss_after_compile_bytes"] = peak_rss_bytes()
+    if job.get("malloc_trim"):
+        # The compiler's freed heap stays in glibc's arenas (counted in RSS) unless handed back.
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     if job.get("compile_only"):
         infer = jax.jit(lambda v, x: module.apply(v, x, train=False))
         variables = {"params": state.params, "batch_stats": state.batch_stats}

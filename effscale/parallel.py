@@ -106,3 +106,21 @@ def describe() -> dict[str, Any]:
         "local_device_count": jax.local_device_count(),
         "process_count": jax.process_count(),
     }
+
+
+def barrier(name: str, timeout_s: float = 1800.0) -> None:
+    """Waits until every process reaches `name`; a no-op in a single-process run.
+
+    Goes through the coordination service (gRPC, with this timeout) rather than a device
+    collective: XLA:CPU creates its gloo context at the first cross-process collective and waits
+    only 30 s for the peers there, which a host that compiles a minute longer than another
+    exceeds. Call it after compiling, before the first step. `name` must be unique per call.
+    """
+    if jax.process_count() == 1:
+        return
+    # jax has no public barrier with a timeout; this is the client jax.distributed.initialize made.
+    from jax._src import distributed
+
+    client = distributed.global_state.client
+    if client is not None:
+        client.wait_at_barrier(name, timeout_in_ms=int(timeout_s * 1000))

@@ -115,7 +115,8 @@ def _two_phases(steps=(3, 3)):
     return c
 
 
-@pytest.mark.parametrize("cut", [3, 4])  # at the phase boundary and inside phase 2
+# Inside phase 2 (the fast set) and exactly at the phase boundary (a checkpoint of phase 1's optimizer).
+@pytest.mark.parametrize("cut", [4, pytest.param(3, marks=pytest.mark.slow)])
 def test_two_phase_run_resumes_exactly(tmp_path, cut):
     config = _two_phases()
     with synthetic_data():
@@ -227,3 +228,20 @@ def test_class_subset_and_label_budget():
     c.data.classes = (3, 10)
     with pytest.raises(ValueError, match="distinct labels in 0..9"):
         data.dataset_info(c.data)
+
+
+def test_demo_config_arms():
+    from configs.transfer import finetune, fmnist_split
+
+    for arm in fmnist_split.ARMS:
+        assert fmnist_split.get_config(arm).model.resolution == 32
+    config, info, net = train.resolve(fmnist_split.get_config("finetune"))
+    assert (info.num_classes, info.train_examples) == (5, 500)
+    phases = train.resolve_phases(config, net, info.train_examples // config.train.batch_size)
+    assert [(p.start, p.end, p.freeze) for p in phases] == [(0, 200, "base"), (200, 400, "below:block6a")]
+    assert phases[1].train.learning_rate == 0.002
+    short = fmnist_split.get_config("finetune,steps=4")
+    assert [p["steps"] for p in short.transfer.phases] == [2, 2]
+    with pytest.raises(ValueError, match="Unknown arm"):
+        fmnist_split.get_config("nope")
+    assert len(finetune.get_config("b2").transfer.phases) == 2

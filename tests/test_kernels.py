@@ -25,9 +25,13 @@ def test_depthwise_matches_grouped_convolution(shape, kernel, stride, impl):
     k = jax.random.normal(jax.random.key(1), (kernel, kernel, 1, shape[-1]))
 
     def run(name):
-        y, vjp = jax.vjp(lambda a, b: model.depthwise_conv(a, b, stride, name), x, k)
-        g = jax.random.normal(jax.random.key(2), y.shape)
-        return (y, *vjp(g))
+        # jit: eagerly, each of the k*k shifted slices and their transposes dispatches (and compiles) alone.
+        @jax.jit
+        def forward_and_vjp(a, b):
+            y, vjp = jax.vjp(lambda a, b: model.depthwise_conv(a, b, stride, name), a, b)
+            return (y, *vjp(jax.random.normal(jax.random.key(2), y.shape)))
+
+        return forward_and_vjp(x, k)
 
     for got, want in zip(run(impl), run("xla"), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -157,24 +157,6 @@ def test_squeeze_excite_width_comes_from_block_input():
     assert v["params"]["block2a"]["se"]["se_reduce"]["kernel"].shape == (1, 1, b.expanded_channels, 4)
 
 
-@pytest.mark.parametrize("kernel,stride,size", [(3, 1, 9), (3, 2, 8), (5, 2, 9), (5, 1, 6), (3, 2, 7)])
-def test_shift_depthwise_equals_xla_grouped_conv(kernel, stride, size):
-    kx, kk = jax.random.split(jax.random.key(kernel * 10 + size))
-    x = jax.random.normal(kx, (2, size, size, 6))
-    w = jax.random.normal(kk, (kernel, kernel, 1, 6))
-    ref = model.depthwise_conv(x, w, stride, "xla")
-    out = model.depthwise_conv(x, w, stride, "shift")
-    assert out.shape == ref.shape == (2, -(-size // stride), -(-size // stride), 6)
-    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
-
-    def loss(impl):
-        return lambda x, w: jnp.sum(jnp.sin(model.depthwise_conv(x, w, stride, impl)))
-
-    gref = jax.grad(loss("xla"), argnums=(0, 1))(x, w)
-    gout = jax.grad(loss("shift"), argnums=(0, 1))(x, w)
-    assert_tree_close(gout, gref)
-
-
 def test_tf_same_padding_puts_the_extra_pixel_bottom_right():
     assert model.same_padding(8, 3, 2) == (0, 1)
     assert model.same_padding(9, 3, 2) == (1, 1)

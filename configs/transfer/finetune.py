@@ -9,9 +9,9 @@ The recipe of Keras' fine-tuning guide (seed 000): the pretrained base with its 
 dropped, pooling -> dropout -> a dense layer for the dataset's classes. Phase 1 trains the head
 alone on the frozen base; phase 2 (a fresh optimizer, 10x lower learning rate) also trains
 block6a and everything after it. BatchNorms of the base stay in inference mode throughout
-(transfer.batchnorm='base'): their statistics are the imported ones. Change the split with
-``--config.transfer.phases`` in a copy of this file, or train one phase with
-``--config.transfer.phases='()' --config.transfer.freeze=base``. The input normalisation is
+(transfer.batchnorm='base'): their statistics are the imported ones. For other phases (or a
+single one: ``c.transfer.phases = ()`` and ``c.transfer.freeze = 'base'``) edit a copy of this
+file; ``--config.init.top=drop`` forces a new head. The input normalisation is
 ImageNet's, what the Keras and timm weights expect (the trainer warns when a file says otherwise).
 """
 
