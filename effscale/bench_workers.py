@@ -63,6 +63,18 @@ def _summary(times: list[float], batch: int) -> dict[str, Any]:
     return {"step_s": med, "images_per_s": batch / med, "steps_timed": len(times), "step_times_s": times}
 
 
+def _time_train(out: dict[str, Any], train_once: Callable[[], None], job: dict[str, Any], batch: int) -> bool:
+    """Times the train phase into `out` (the same for every framework); True when the job is train-only."""
+    times, first = time_steps(train_once, job["warmup"], job["steps"], job["max_seconds"])
+    out["train"] = _summary(times, batch)
+    out["train_first_step_s"] = first
+    out["peak_rss_after_train_bytes"] = peak_rss_bytes()
+    if job.get("train_only"):
+        out["peak_rss_bytes"] = peak_rss_bytes()
+        return True
+    return False
+
+
 # ---------------------------------------------------------------------------
 # effscale
 
@@ -145,12 +157,7 @@ def run_effscale(job: dict[str, Any]) -> dict[str, Any]:
         jax.block_until_ready((new_state, metrics))
         holder["state"] = new_state
 
-    times, first = time_steps(train_once, job["warmup"], job["steps"], job["max_seconds"])
-    out["train"] = _summary(times, b)
-    out["train_first_step_s"] = first
-    out["peak_rss_after_train_bytes"] = peak_rss_bytes()
-    if job.get("train_only"):
-        out["peak_rss_bytes"] = peak_rss_bytes()
+    if _time_train(out, train_once, job, b):
         return out
 
     state = holder.pop("state")
@@ -274,12 +281,7 @@ def run_torch(job: dict[str, Any], channels_last: bool) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "channels_last": channels_last,
     }
-    times, first = time_steps(train_once, job["warmup"], job["steps"], job["max_seconds"])
-    out["train"] = _summary(times, b)
-    out["train_first_step_s"] = first
-    out["peak_rss_after_train_bytes"] = peak_rss_bytes()
-    if job.get("train_only"):
-        out["peak_rss_bytes"] = peak_rss_bytes()
+    if _time_train(out, train_once, job, b):
         return out
     opt.zero_grad(set_to_none=True)
     net.eval()
