@@ -7,23 +7,24 @@ The network: B0 with base resolution 32 (Fashion-MNIST's 28 px upsampled a littl
 phi = 2 with the paper's alpha 1.2, beta 1.1, gamma 1.15: depth 1.44, width 1.21, 44 px;
 10.7M parameters, 56.4M multiply-adds per image.
 
-Expected result (2-core CPU shared with other jobs, float32): 2 epochs (1,874 steps of 64
-images) at 70-105 train images/s, evaluation ~410-450 images/s over the 10,000 test images
-(raw and EMA weights each), ~25-30 minutes in all; test top-1 0.63 after a quarter epoch, 0.74
-after half, 0.79 after one, 0.822 (EMA 0.823) after two. This does NOT reach 0.90: the network
-underfits (train accuracy is also ~0.82 at the end). result.json in the workdir holds the figures.
+Expected result (measured 2026-11-22 on this repository's 2-core CPU, float32): 2 epochs (1,874
+steps of 64 images) at ~132 train images/s, evaluation ~750-870 images/s over the 10,000 test
+images (raw and EMA weights each), 32 s compile, 17.3 minutes in all; test top-1 0.884 (EMA 0.892)
+after one epoch and **0.9085 (EMA 0.9086)** after two, top-5 0.999. result.json in the workdir holds
+the figures. Under load from other jobs the run takes up to ~30 minutes.
 
-Probes towards 0.90 (test top-1 of the raw weights at step 234 of this 1,874-step schedule,
-otherwise this recipe; 0.627 with it):
-- AdamW 4e-3 at batch 64 (learning_rate 0.016): 0.687, faster at first, but the full run
-  had a loss spike at steps 400-550 (train accuracy 0.71 -> 0.44, back by step 750) and
-  ended worse: 0.713 (EMA 0.678) after one epoch, 0.799 (EMA 0.797) after two. 2e-3 stays.
-- Base resolution 28 (36 px) at 4e-3: 0.399; and only 7% fewer multiply-adds (52.7M: the
-  deep stages keep their 2x2 and 3x3 maps), so no room for a third epoch. 32 stays.
-- The data pipeline is sound: decoded training batches show the right garment per label, and a
-  softmax regression on 4,000 of them (11x11 pooled pixels) reaches 0.80 train, 0.78 test.
-Not yet measured: a zero-initialised classifier (the official uniform(+-1/sqrt(10)) head starts
-at loss ~5.3), a larger AdamW epsilon against the spikes, no label smoothing or weight decay.
+What got it past 0.90 (the same network, another starting point): a zero-initialised classifier
+(model.head_init='zeros': the official uniform(+-1/sqrt(10)) head starts the loss at ~5.3) and
+zero-gamma residual BatchNorms (model.residual_bn_init='zeros': every residual block starts as
+the identity). In a 300-step probe of B0 at 32 px with Adam 1e-3, the running train accuracy
+went from 0.58 (official) to 0.79 (zero head) and 0.81 (both), the level of a plain 3-layer CNN
+(0.82); with the official initialisation this recipe ended at 0.822 after 2 epochs.
+
+Earlier probes (official initialisation; test top-1 at step 234 of this schedule, 0.627 with it):
+- AdamW 4e-3 at batch 64 (learning_rate 0.016): 0.687, but the full run had a loss spike at
+  steps 400-550 and ended at 0.799 (EMA 0.797). 2e-3 stays.
+- Base resolution 28 (36 px) at 4e-3: 0.399; and only 7% fewer multiply-adds (52.7M: the deep
+  stages keep their 2x2 and 3x3 maps), so no room for a third epoch. 32 stays.
 
 Why this recipe and not the paper's (RMSProp, 350 epochs, EMA 0.9999): the budget is 2 epochs.
 - AdamW, 2e-3 at batch 64 (0.008 per 256 images), decoupled weight decay 0.05, warm-up 0.1
@@ -59,6 +60,8 @@ def get_config() -> ml_collections.ConfigDict:
     m.drop_path = 0.0
     m.dropout = 0.1
     m.bn_momentum = 0.9  # running statistics that keep up with a short, fast-moving run (see the docstring)
+    m.head_init = "zeros"  # see the docstring: these two take step-300 train accuracy from 0.58 to 0.81
+    m.residual_bn_init = "zeros"
 
     d = c.data
     d.name = "fashion_mnist"

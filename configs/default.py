@@ -41,8 +41,14 @@ def get_config() -> ml_collections.ConfigDict:
     m.num_classes = config_dict.placeholder(int)  # None: taken from the dataset
     m.include_top = True
     m.pooling = "avg"  # 'avg' | 'max' | None (unpooled features, include_top=False only)
+    m.head_hidden = ()  # widths of dense + swish layers before the classifier (a new head for transfer), e.g. (256,)
     m.bn_momentum = 0.99
     m.bn_epsilon = 1e-3
+    # Initialisation: the official one by default. For short from-scratch runs, a zero classifier ('zeros':
+    # the loss starts at log(classes), not ~5 with 10 classes) and zero-gamma residual BNs ('zeros': every
+    # residual block starts as the identity, as in Goyal et al. 2017) train far faster.
+    m.head_init = "uniform"  # 'uniform' (+-1/sqrt(classes)) | 'zeros'
+    m.residual_bn_init = "ones"  # 'ones' | 'zeros': gamma of each residual block's project_bn
     # Runtime choices (same mathematics, different speed / memory).
     m.dtype = "float32"  # 'float32' | 'bfloat16' (compute; parameters stay float32)
     m.depthwise = "auto"  # 'auto' | 'shift' | 'shift_vjp' | 'xla' (auto: model.default_depthwise(platform))

@@ -23,6 +23,8 @@ from effscale.spec import DTYPES, BlockSpec, NetworkSpec
 DEPTHWISE_IMPLS = ("xla", "shift", "shift_vjp")
 POINTWISE_IMPLS = ("conv", "dot")
 REMAT_POLICIES = ("none", "block", "dots_saveable", "nothing_saveable")
+HEAD_INITS = ("uniform", "zeros")
+RESIDUAL_BN_INITS = ("ones", "zeros")
 
 # Official initialisers: normal(0, sqrt(2 / fan_out)), fan_out = kh * kw * out_channels.
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -38,6 +40,12 @@ def dense_kernel_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.f
     """uniform(+-1 / sqrt(num_outputs)), the official classifier initialiser."""
     limit = 1.0 / math.sqrt(shape[-1])
     return jax.random.uniform(key, shape, dtype, -limit, limit)
+
+
+def _head_init(kind: str) -> Callable[..., jax.Array]:
+    if kind not in HEAD_INITS:
+        raise ValueError(f"model.head_init must be one of {HEAD_INITS}, got {kind!r}.")
+    return dense_kernel_init if kind == "uniform" else nn.initializers.zeros
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -205,6 +213,7 @@ class MBConv(nn.Module):
     depthwise: str = "shift"
     frozen_bn: frozenset[str] = frozenset()  # local names: 'expand_bn', 'bn', 'project_bn'
     pointwise: str = "conv"
+    residual_bn_init: str = "ones"  # 'zeros': a residual block starts as the identity
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -218,11 +227,17 @@ class MBConv(nn.Module):
         x = nn.swish(norm("bn")(x))
         if b.se_channels:
             x = SqueezeExcite(b.se_channels, self.dtype, name="se")(x)
-        x = norm("project_bn")(conv1x1(b.out_channels, "project_conv")(x))
+        zero_gamma = b.residual and self.residual_bn_init == "zeros"
+        x = norm("project_bn", nn.initializers.zeros if zero_gamma else nn.initializers.ones)(
+            conv1x1(b.out_channels, "project_conv")(x)
+        )
         if b.residual:
             if b.drop_path > 0:
-                # Per-sample stochastic depth: drop the whole residual branch, rescale the kept ones.
-                x = nn.Dropout(b.drop_path, broadcast_dims=(1, 2, 3), deterministic=not train, name="drop")(x)
+                # Per-sample stochastic depth: drop the whole residual branch, rescale the kept ones. Not in a
+                # block whose output BatchNorm is frozen (transfer learning): like Keras' base(training=False),
+                # a frozen block gives the same features in training as in evaluation.
+                frozen = "project_bn" in self.frozen_bn
+                x = nn.Dropout(b.drop_path, broadcast_dims=(1, 2, 3), deterministic=not train or frozen, name="drop")(x)
             x = x + inputs
         return x
 
@@ -231,12 +246,13 @@ def _norm_factory(
     train: bool, momentum: float, epsilon: float, dtype: Any, frozen: frozenset[str] = frozenset()
 ) -> Callable[[str], nn.Module]:
     # Frozen BatchNorms (transfer learning) normalise with, and keep, their running statistics even in training.
-    return lambda name: nn.BatchNorm(
+    return lambda name, scale_init=nn.initializers.ones: nn.BatchNorm(
         use_running_average=not train or name in frozen,
         momentum=momentum,
         epsilon=epsilon,
         dtype=dtype,
         param_dtype=jnp.float32,
+        scale_init=scale_init,
         name=name,
     )
 
@@ -285,6 +301,9 @@ class EfficientNet(nn.Module):
     remat: str = "none"
     frozen_bn: frozenset[str] = frozenset()  # '/'-joined paths, from effscale.transfer.frozen_batchnorm
     pointwise: str = "conv"
+    # Initialisation (the same network; only the starting point differs). The official one is the default.
+    head_init: str = "uniform"  # 'uniform' (official +-1/sqrt(classes)) | 'zeros' (the loss starts at log(classes))
+    residual_bn_init: str = "ones"  # 'zeros': each residual block's last BN gamma starts at 0 (block = identity)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -297,7 +316,15 @@ class EfficientNet(nn.Module):
         for b in s.blocks:
             local = frozenset(p.split("/", 1)[1] for p in self.frozen_bn if p.startswith(b.name + "/"))
             x = block_cls(
-                b, s.bn_momentum, s.bn_epsilon, self.dtype, self.depthwise, local, self.pointwise, name=b.name
+                b,
+                s.bn_momentum,
+                s.bn_epsilon,
+                self.dtype,
+                self.depthwise,
+                local,
+                self.pointwise,
+                self.residual_bn_init,
+                name=b.name,
             )(x, train)
         x = nn.swish(norm("top_bn")(conv(s.head_channels, "top_conv")(x)))
         if s.pooling is None:
@@ -305,14 +332,16 @@ class EfficientNet(nn.Module):
         x = jnp.mean(x, axis=(1, 2)) if s.pooling == "avg" else jnp.max(x, axis=(1, 2))
         if not s.include_top:
             return x.astype(jnp.float32)
+        for k, features in enumerate(s.head_hidden, start=1):
+            x = nn.swish(nn.Dense(features, dtype=self.dtype, name=f"head_dense{k}")(x))
         if s.dropout > 0:
             x = nn.Dropout(s.dropout, deterministic=not train, name="top_dropout")(x)
-        x = nn.Dense(s.num_classes, kernel_init=dense_kernel_init, dtype=self.dtype, name="predictions")(x)
+        x = nn.Dense(s.num_classes, kernel_init=_head_init(self.head_init), dtype=self.dtype, name="predictions")(x)
         return x.astype(jnp.float32)
 
 
 def check_runtime(model_config: Any) -> None:
-    """Validates the runtime fields of a model config (dtype, depthwise, pointwise, remat) before anything compiles."""
+    """Validates a model config's runtime and initialisation fields before anything compiles."""
     dtype = model_config.get("dtype", "float32")
     if dtype not in DTYPES:
         raise ValueError(f"model.dtype must be one of {DTYPES}, got {dtype!r}.")
@@ -325,6 +354,12 @@ def check_runtime(model_config: Any) -> None:
     remat = model_config.get("remat", "none")
     if remat not in REMAT_POLICIES:
         raise ValueError(f"model.remat must be one of {REMAT_POLICIES}, got {remat!r}.")
+    head_init = model_config.get("head_init", "uniform")
+    if head_init not in HEAD_INITS:
+        raise ValueError(f"model.head_init must be one of {HEAD_INITS}, got {head_init!r}.")
+    residual_bn_init = model_config.get("residual_bn_init", "ones")
+    if residual_bn_init not in RESIDUAL_BN_INITS:
+        raise ValueError(f"model.residual_bn_init must be one of {RESIDUAL_BN_INITS}, got {residual_bn_init!r}.")
 
 
 def default_depthwise(platform: str | None = None) -> str:
@@ -355,4 +390,6 @@ def create(spec: NetworkSpec, model_config: Any, frozen_bn: frozenset[str] = fro
         pointwise=default_pointwise() if pointwise == "auto" else pointwise,
         remat=model_config.get("remat", "none"),
         frozen_bn=frozenset(frozen_bn),
+        head_init=model_config.get("head_init", "uniform"),
+        residual_bn_init=model_config.get("residual_bn_init", "ones"),
     )

@@ -126,6 +126,10 @@ def test_stochastic_depth_drops_whole_samples():
     assert 10 < kept.sum() < 54  # per-sample Bernoulli(0.5) over 64 samples
     # Kept samples carry the (train-mode BN) branch rescaled by 1 / keep_prob, never the unscaled one.
     assert not np.allclose(y[kept] - x[kept], branch[kept], atol=1e-3)
+    # A frozen block (transfer learning: its BatchNorms frozen) drops nothing: training = inference.
+    frozen = model.MBConv(block, frozen_bn=frozenset({"expand_bn", "bn", "project_bn"}))
+    y, _ = apply(frozen, v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(3)})
+    np.testing.assert_allclose(y, apply(frozen, v, x), atol=1e-6)
 
 
 def test_drop_path_schedule_is_linear_in_block_index():
@@ -148,6 +152,32 @@ def test_initialiser_standard_deviations():
     assert float(jnp.abs(dense).max()) <= limit
     assert float(jnp.std(dense)) == pytest.approx(limit / math.sqrt(3), rel=0.05)
     assert not p["stem_conv"].get("bias") and "bias" in p["block1a"]["se"]["se_reduce"]
+
+
+def test_fast_start_initialisation_zero_head_and_identity_residual_blocks():
+    s = spec.build(TINY)
+    cfg = {"head_init": "zeros", "residual_bn_init": "zeros"}
+    net = model.create(s, cfg)
+    v, x = init(net)
+    p = v["params"]
+    assert float(jnp.abs(p["predictions"]["kernel"]).max()) == 0.0
+    np.testing.assert_array_equal(apply(net, v, x), 0.0)  # every class equally likely: loss log(classes)
+    residual = [b for b in s.blocks if b.residual]
+    assert residual and all(float(jnp.abs(p[b.name]["project_bn"]["scale"]).max()) == 0.0 for b in residual)
+    plain = next(b for b in s.blocks if not b.residual)
+    assert float(jnp.min(p[plain.name]["project_bn"]["scale"])) == 1.0  # only residual branches start at 0
+    # A residual block is then the identity, in training and in inference.
+    b = residual[0]
+    block = model.MBConv(b, residual_bn_init="zeros")
+    h = jax.random.normal(jax.random.key(3), (2, 8, 8, b.in_channels))
+    bv = jax.jit(block.init)(jax.random.key(4), h)
+    np.testing.assert_array_equal(jax.jit(block.apply)(bv, h), h)
+    out, _ = jax.jit(lambda v, h: block.apply(v, h, train=True, mutable=["batch_stats"]))(bv, h)
+    np.testing.assert_allclose(out, h, atol=1e-6)
+    # The official initialisation stays the default: same parameter tree, other values.
+    official = jax.jit(model.create(s, {}).init)(jax.random.key(1), x)["params"]
+    assert jax.tree.structure(official) == jax.tree.structure(p)
+    assert float(jnp.min(official[b.name]["project_bn"]["scale"])) == 1.0
 
 
 def test_squeeze_excite_width_comes_from_block_input():
@@ -200,7 +230,13 @@ def test_bfloat16_compute_keeps_float32_parameters(tiny):
 
 @pytest.mark.parametrize(
     "field,value",
-    [("dtype", "float16"), ("depthwise", "fft"), ("remat", "everything")],
+    [
+        ("dtype", "float16"),
+        ("depthwise", "fft"),
+        ("remat", "everything"),
+        ("head_init", "normal"),
+        ("residual_bn_init", "half"),
+    ],
 )
 def test_bad_runtime_choices_name_the_field(field, value):
     with pytest.raises(ValueError, match=f"model.{field}"):
