@@ -95,7 +95,8 @@ def head(spec: NetworkSpec) -> Cost:
     if spec.pooling is not None:
         c = c + global_pool(spec.head_channels)
     if spec.include_top:
-        c = c + dense(spec.head_channels, spec.num_classes)
+        widths = (spec.head_channels, *spec.head_hidden, spec.num_classes)
+        c = total([c, *(dense(a, b) for a, b in zip(widths, widths[1:], strict=False))])
     return c
 
 

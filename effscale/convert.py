@@ -186,12 +186,14 @@ def _assemble(
     file_classes = fmt.head_classes(source[fmt.head_key]) if file_top else None
     _check_structure(spec, source, fmt, origin, file_classes)
     model_top = spec.include_top
-    load_top = file_top and model_top and file_classes == spec.num_classes
+    load_top = file_top and model_top and file_classes == spec.num_classes and not spec.head_hidden
     if top == "load" and not load_top:
         if not file_top:
             why = "the file has no top (saved with include_top=False)"
         elif not model_top:
             why = "the model has no top (model.include_top=False)"
+        elif spec.head_hidden:
+            why = f"the model's head has hidden layers {spec.head_hidden} that the file's classifier never saw"
         else:
             why = f"the file's top has {file_classes} classes and the model {spec.num_classes}"
         raise WeightImportError(f"{origin}: top='load' but {why}.")
@@ -202,6 +204,8 @@ def _assemble(
             why = "top='drop'"
         elif not model_top:
             why = "the model has no top"
+        elif spec.head_hidden:
+            why = f"the model's new head has hidden layers {spec.head_hidden}"
         else:
             why = f"the model has {spec.num_classes} classes; its new head keeps its fresh initialisation"
         LOG.info("%s: dropping the file's %d-class top (%s).", origin, file_classes, why)

@@ -23,6 +23,7 @@ def describe(spec: NetworkSpec, xla: bool = True) -> dict[str, Any]:
         "pooling": spec.pooling,
         "stem_channels": spec.stem_channels,
         "head_channels": spec.head_channels,
+        "head_hidden": list(spec.head_hidden),
         "num_blocks": len(spec.blocks),
         "params": report.params,
         "bn_stats": report.total.bn_stats,
@@ -83,6 +84,7 @@ def format_table(d: Mapping[str, Any]) -> str:
         )
     top = f"global {d['pooling']} pool" if d["pooling"] else "no pooling"
     if d["include_top"]:
+        top += "".join(f", dense -> {h} + swish" for h in d["head_hidden"])
         top += f", dropout {d['dropout']:g}, dense -> {d['num_classes']}"
     lines += [
         f"head: conv1x1 -> {d['head_channels']}, {top}",

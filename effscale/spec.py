@@ -108,6 +108,7 @@ class NetworkSpec:
     phi: float | None
     bn_momentum: float
     bn_epsilon: float
+    head_hidden: tuple[int, ...] = ()  # widths of dense + swish layers between pooling and the classifier
 
     @property
     def stages(self) -> tuple[StageSpec, ...]:
@@ -222,8 +223,8 @@ def build(model: Mapping[str, Any]) -> NetworkSpec:
 
     Recognised fields (all optional): preset, width, depth, resolution, dropout,
     phi, alpha, beta, gamma, resolution_multiple, blocks, stem_channels,
-    head_channels, drop_path, num_classes, include_top, pooling, in_channels,
-    bn_momentum, bn_epsilon, divisor.
+    head_channels, drop_path, num_classes, include_top, pooling, head_hidden,
+    in_channels, bn_momentum, bn_epsilon, divisor.
     """
     width, depth, resolution, dropout, phi = resolve_scale(model)
     divisor = int(model.get("divisor", 8))
@@ -244,6 +245,12 @@ def build(model: Mapping[str, Any]) -> NetworkSpec:
     num_classes = int(model.get("num_classes") or 1000)
     if include_top and num_classes < 1:
         raise ValueError(f"model.num_classes must be >= 1, got {num_classes}.")
+    head_hidden = model.get("head_hidden") or ()
+    head_hidden = (head_hidden,) if isinstance(head_hidden, int) else tuple(head_hidden)
+    if any(not isinstance(h, int) or h < 1 for h in head_hidden):
+        raise ValueError(f"model.head_hidden must be a tuple of positive layer widths, got {head_hidden!r}.")
+    if head_hidden and not include_top:
+        raise ValueError("model.head_hidden needs model.include_top=True (the hidden layers feed the classifier).")
 
     stem_channels = scaling.round_filters(stem_base, width, divisor)
     stem_resolution = same_output_size(resolution, 2)
@@ -293,4 +300,5 @@ def build(model: Mapping[str, Any]) -> NetworkSpec:
         phi=phi,
         bn_momentum=float(model.get("bn_momentum", 0.99)),
         bn_epsilon=float(model.get("bn_epsilon", 1e-3)),
+        head_hidden=head_hidden,
     )

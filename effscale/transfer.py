@@ -22,13 +22,15 @@ The "base" is what Keras' ``include_top=False`` model holds: stem, blocks and
 the head convolution top_conv / top_bn. Frozen parts also keep their BatchNorm
 statistics (used, not updated): see `frozen_batchnorm`.
 
-For the trainer (a sketch; nothing here touches the training loop):
+How effscale.train uses it, per phase (nothing here touches the training loop):
 
-    labels = transfer.param_labels(spec, variables['params'], config.transfer.freeze)
+    labels = transfer.param_labels(spec, variables['params'], freeze)
     tx = transfer.freeze_optimizer(tx, labels)          # frozen leaves get no optimizer state
-    frozen_bn = transfer.frozen_batchnorm(spec, config.transfer.freeze)
-    # until the model can run chosen BatchNorms in inference mode, restore their statistics
-    # after each step:  new_stats = transfer.keep_frozen_batch_stats(new_stats, old_stats, frozen_bn)
+    frozen_bn = transfer.frozen_batchnorm(spec, freeze, mode=config.transfer.batchnorm)
+    module = model.create(spec, config.model, frozen_bn)  # those BatchNorms normalise with running stats
+
+A block whose output BatchNorm is frozen also skips stochastic depth, so a frozen block gives
+the same features in training as in evaluation (Keras: ``base_model(training=False)``).
 """
 
 from __future__ import annotations
@@ -219,12 +221,19 @@ def keep_frozen_batch_stats(new_stats: Mapping[str, Any], old_stats: Mapping[str
 
 
 def head_spec(
-    spec: NetworkSpec, num_classes: int, *, pooling: str = "avg", dropout: float | None = None
+    spec: NetworkSpec,
+    num_classes: int,
+    *,
+    pooling: str = "avg",
+    dropout: float | None = None,
+    hidden: tuple[int, ...] = (),
 ) -> NetworkSpec:
-    """`spec` with a new classification head: pooling ('avg' | 'max') -> dropout -> dense(num_classes).
+    """`spec` with a new classification head: pooling ('avg' | 'max') -> [dense(h) + swish for h in
+    `hidden`] -> dropout -> dense(num_classes).
 
     The same as building from a config with model.include_top=True, model.num_classes=N,
-    model.pooling=..., model.dropout=...; import the weights with the 1000-way top dropped.
+    model.pooling=..., model.dropout=..., model.head_hidden=...; import the weights with the
+    1000-way top dropped.
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
@@ -233,7 +242,16 @@ def head_spec(
     dropout = spec.dropout if dropout is None else float(dropout)
     if not 0 <= dropout < 1:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
-    return dataclasses.replace(spec, include_top=True, num_classes=int(num_classes), pooling=pooling, dropout=dropout)
+    if any(int(h) < 1 for h in hidden):
+        raise ValueError(f"hidden layer widths must be >= 1, got {hidden!r}.")
+    return dataclasses.replace(
+        spec,
+        include_top=True,
+        num_classes=int(num_classes),
+        pooling=pooling,
+        dropout=dropout,
+        head_hidden=tuple(int(h) for h in hidden),
+    )
 
 
 def merge_imported(fresh: Mapping[str, Any], imported: ImportedWeights | Mapping[str, Any]) -> dict[str, Any]:

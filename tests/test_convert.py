@@ -216,6 +216,12 @@ def test_top_modes(b0):
         convert.load_keras(b0["notop_paths"]["weights.h5"], _b0_spec(), top="load")
     dropped = convert.load_keras(b0["paths"]["weights.h5"], _b0_spec(), top="drop")
     assert dropped.dropped_top and "predictions" not in dropped.variables["params"]
+    # A 1000-class head with hidden layers: the file's classifier never saw them, so the top is dropped.
+    hidden = _b0_spec(head_hidden=(32,))
+    auto = convert.load_keras(b0["paths"]["weights.h5"], hidden)
+    assert auto.dropped_top and "params/head_dense1/kernel" in auto.missing
+    with pytest.raises(WeightImportError, match="hidden layers"):
+        convert.load_keras(b0["paths"]["weights.h5"], hidden, top="load")
     with pytest.raises(ValueError, match="top must be one of"):
         convert.load_keras(b0["paths"]["weights.h5"], _b0_spec(), top="keep")
 

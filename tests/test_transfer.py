@@ -182,3 +182,28 @@ def test_head_spec_and_merge():
         transfer.merge_imported(fresh, {**imported, "params": {**imported["params"], "extra": {"w": np.zeros(1)}}})
     with pytest.raises(ValueError, match="pooling"):
         transfer.head_spec(base, 5, pooling=None)
+
+
+def test_a_head_with_hidden_layers_trains_under_freeze_base_and_is_counted():
+    from effscale import complexity
+
+    base = _spec()
+    spec = transfer.head_spec(base, 5, pooling="max", hidden=(64,))
+    assert spec == spec_lib.build({"preset": "b0", "num_classes": 5, "pooling": "max", "head_hidden": (64,)})
+    assert _shapes(spec)[("params", "head_dense1", "kernel")] == (1280, 64)
+    assert _shapes(spec)[("params", "predictions", "kernel")] == (64, 5)
+    labels = _labelled(spec, "base")
+    assert _modules(labels, transfer.TRAINABLE) == {"head_dense1", "predictions"}
+    # By hand: the plain head's dense 1280 -> 5 becomes 1280 -> 64 -> 5.
+    plain = complexity.analyse(transfer.head_spec(base, 5, pooling="max"))
+    hidden = complexity.analyse(spec)
+    assert hidden.params - plain.params == (1280 * 64 + 64 + 64 * 5 + 5) - (1280 * 5 + 5)
+    assert hidden.macs - plain.macs == 1280 * 64 + 64 * 5 - 1280 * 5
+    y = jax.jit(EfficientNet(spec_lib.build({"preset": "b0", "resolution": 32, "head_hidden": (64,)})).init)(
+        jax.random.key(0), jnp.zeros((1, 32, 32, 3))
+    )
+    assert y["params"]["head_dense1"]["kernel"].shape == (1280, 64)
+    with pytest.raises(ValueError, match="head_hidden"):
+        spec_lib.build({"preset": "b0", "head_hidden": (0,)})
+    with pytest.raises(ValueError, match="include_top"):
+        spec_lib.build({"preset": "b0", "head_hidden": (64,), "include_top": False})
