@@ -85,12 +85,24 @@ def finished(rows: Sequence[Row], key: str | None = None) -> list[Row]:
     return [r for r in rows if r.get("status") == "done" and _num(r.get(key)) is not None and _num(r.get("macs"))]
 
 
-def series_of(rows: Sequence[Row]) -> dict[str, list[Row]]:
-    """Rows by series (default: strategy), series in first-seen order."""
+BASE = "base"  # the strategy of a sweep's shared unscaled point: the origin of every line
+
+
+def _grouped(rows: Sequence[Row], name_of: Callable[[Row], str]) -> dict[str, list[Row]]:
+    """Rows by `name_of`, in first-seen order; rows of strategy 'base' start every group (alone: one group)."""
+    base = [r for r in rows if r.get("strategy") == BASE]
     out: dict[str, list[Row]] = {}
     for r in rows:
-        out.setdefault(str(r.get("series") or r.get("strategy") or "?"), []).append(r)
-    return out
+        if r.get("strategy") != BASE:
+            out.setdefault(name_of(r), []).append(r)
+    if not out:
+        return {BASE: base} if base else {}
+    return {name: base + group for name, group in out.items()}
+
+
+def series_of(rows: Sequence[Row]) -> dict[str, list[Row]]:
+    """Rows by series (default: strategy), series in first-seen order; a 'base' point joins every series."""
+    return _grouped(rows, lambda r: str(r.get("series") or r.get("strategy") or "?"))
 
 
 def _color(name: str, k: int) -> str:
@@ -171,9 +183,7 @@ def panels(rows: Sequence[Row], by: str = "strategy", title: str = "") -> Figure
     key = accuracy_key(rows)
     rows = finished(rows, key)
     scale = _scale(rows, key)
-    groups: dict[str, list[Row]] = {}
-    for r in rows:
-        groups.setdefault(str(r.get(by) or "?"), []).append(r)
+    groups = _grouped(rows, lambda r: str(r.get(by) or "?"))
     n = max(1, len(groups))
     fig = Figure(figsize=(3.6 * n, 3.8), layout="constrained")
     axes = fig.subplots(1, n, sharey=True, squeeze=False)[0]
@@ -384,8 +394,8 @@ def figures_for(rows: Sequence[Row], title: str = "", only: Collection[str] | No
     if not done:
         return {}
     prefix = f"{title}: " if title else ""
-    strategies = {r.get("strategy") for r in done}
-    series = {r.get("series") or r.get("strategy") for r in done}
+    strategies = {r.get("strategy") for r in done} - {BASE}
+    series = {r.get("series") or r.get("strategy") for r in done if r.get("strategy") != BASE}
     by = "strategy" if len(strategies) > 1 else "series"
     timed = any(_num(r.get("train_images_per_sec")) for r in done)
     # Figures are built lazily: each one costs real time on a small CPU.
@@ -436,16 +446,18 @@ def plot_all(rows: Sequence[Row], directory: str | Path, formats: Sequence[str] 
 
 
 def overview_rows(rows: Sequence[Row]) -> list[Row]:
-    """Rows of the plain width / depth / resolution / compound curves, whatever sweep they came from.
+    """Rows of the plain width / depth / resolution / compound curves (and a shared base point).
 
-    Leaves out equal-FLOPs points (they have a budget), Figure 4's lines (their series is not
-    their strategy) and the alpha/beta/gamma candidates.
+    Leaves out Figure 4's lines (their series is not their strategy), the alpha/beta/gamma
+    candidates and points of an equal-FLOPs sweep (a budget, and no unscaled point to start a
+    line from); a sweep that has a base point keeps its budget points on their strategy's line.
     """
-    keep = ("width", "depth", "resolution", "compound")
+    keep = ("width", "depth", "resolution", "compound", BASE)
+    with_base = {r.get("sweep") for r in rows if r.get("strategy") == BASE}
     return [
         r
         for r in rows
         if r.get("strategy") in keep
         and (r.get("series") or r.get("strategy")) == r.get("strategy")
-        and not _num(r.get("target_macs"))
+        and (not _num(r.get("target_macs")) or r.get("sweep") in with_base)
     ]

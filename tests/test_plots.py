@@ -94,3 +94,30 @@ def test_notebook_runs_headless_on_the_fixture(tmp_path):
     assert len(images) >= 10
     text = "".join(o.get("text", "") for o in outputs)
     assert "50 rows from" in text and "width_at_depth_resolution: 12 points" in text
+
+
+def test_a_base_point_starts_every_line():
+    row = lambda name, strategy, macs, top1, **kw: {  # noqa: E731
+        "sweep": "r",
+        "point": name,
+        "strategy": strategy,
+        "status": "done",
+        "macs": macs,
+        "top1": top1,
+        **kw,
+    }
+    rows = [
+        row("base", "base", 1e6, 0.80),
+        row("w2", "width", 4e6, 0.82, target_macs=4e6),
+        row("d2", "depth", 2e6, 0.81),
+    ]
+    groups = plots.series_of(rows)
+    assert list(groups) == ["width", "depth"]
+    assert [r["point"] for r in groups["width"]] == ["base", "w2"] and groups["depth"][0]["point"] == "base"
+    assert plots.series_of(rows[:1]) == {"base": rows[:1]}
+    # The budget point stays on its line when its sweep has a base; a bare equal-FLOPs sweep's does not.
+    assert [r["point"] for r in plots.overview_rows(rows)] == ["base", "w2", "d2"]
+    assert [r["point"] for r in plots.overview_rows(rows[1:])] == ["d2"]
+    figs = plots.figures_for(rows, "r")
+    assert {"top1_vs_macs", "top1_vs_macs_panels", "equal_flops"} <= set(figs)
+    assert len(figs["top1_vs_macs_panels"].axes) == 2  # width and depth; no panel of its own for the base

@@ -18,7 +18,16 @@ sys.path.insert(0, str(ROOT))
 from configs.sweeps import base  # noqa: E402
 from effscale import results, sweep  # noqa: E402
 
-SWEEPS = ("width", "depth", "resolution", "width_at_depth_resolution", "compound", "equal_flops", "abg_grid")
+SWEEPS = (
+    "width",
+    "depth",
+    "resolution",
+    "width_at_depth_resolution",
+    "compound",
+    "equal_flops",
+    "abg_grid",
+    "reproduce",
+)
 
 
 def load(name: str, arg: str | None = None):
@@ -123,6 +132,28 @@ def test_equal_flops_points_meet_their_budget(arg):
         assert abs(macs / p.meta["target_macs"] - 1) <= 0.03, (p.name, macs, p.meta["target_macs"])
         by_budget.setdefault(p.meta["target_macs"], set()).add(p.strategy)
     assert all(s == {"depth", "width", "resolution", "compound"} for s in by_budget.values())
+
+
+def test_reproduce_has_one_base_and_an_equal_budget_point_per_strategy():
+    config = load("reproduce", "budget=4,epochs=0.5")
+    assert config.train.num_epochs == 0.5
+    pairs = sweep.expand(config)
+    base_macs = [sweep.describe_model(c.model)["macs"] for p, c in pairs if p.strategy == "base"]
+    assert len(base_macs) == 1
+    budget = {}
+    for p, cfg in pairs:
+        macs = sweep.describe_model(cfg.model)["macs"]
+        if "target_macs" in p.meta:
+            assert p.meta["target_macs"] == pytest.approx(4 * base_macs[0], rel=1e-6)
+            assert abs(macs / p.meta["target_macs"] - 1) <= 0.06, (p.name, macs)
+            budget[p.strategy] = p.name
+        if p.strategy == "resolution":  # one dimension at a time: the others stay at the base
+            assert sweep.describe_model(cfg.model)["width"] == 1.0
+    assert set(budget) == {"width", "depth", "resolution", "compound"}
+    # Each strategy's points are in MACs order, so that a line is drawn from the base outwards.
+    for strategy in budget:
+        macs = [sweep.describe_model(c.model)["macs"] for p, c in pairs if p.strategy == strategy]
+        assert macs == sorted(macs) and macs[0] > base_macs[0]
 
 
 def test_bisect_multiplier_keeps_the_closer_step():
