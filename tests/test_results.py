@@ -137,3 +137,20 @@ def test_point_state(tmp_path):
     assert results.point_state(tmp_path) == "failed"
     (tmp_path / "result.json").write_text("{}")
     assert results.point_state(tmp_path) == "done"
+
+
+def test_committed_reproduction_is_complete_and_matches_its_config():
+    """experiments/results/ holds every point of configs/sweeps/reproduce.py, finished, with today's MACs."""
+    from configs.sweeps import reproduce
+
+    rows = {r["point"]: r for r in results.read_table(ROOT / "experiments" / "results" / "scaling.csv")}
+    pairs = sweep.expand(reproduce.get_config())
+    assert set(rows) == {p.name for p, _ in pairs}
+    for p, cfg in pairs:
+        r = rows[p.name]
+        assert r["status"] == "done" and r["strategy"] == p.strategy, p.name
+        assert r["macs"] == sweep.describe_model(cfg.model)["macs"], p.name  # the network did not drift
+        assert 0.1 < r["top1"] <= 1 and 0.1 < r["ema_top1"] <= 1 and r["train_images_per_sec"] > 0
+    figures = ROOT / "experiments" / "results" / "figures"
+    for name in ("top1_vs_macs", "top1_vs_macs_panels", "equal_flops", "pareto", "time_vs_macs"):
+        assert (figures / f"reproduce_{name}.png").stat().st_size > 1000, name
