@@ -240,6 +240,14 @@ def test_demo_config_arms():
     phases = train.resolve_phases(config, net, info.train_examples // config.train.batch_size)
     assert [(p.start, p.end, p.freeze) for p in phases] == [(0, 200, "base"), (200, 400, "below:block6a")]
     assert phases[1].train.learning_rate == 0.002
+    # Fewer labels, the same 400 steps: 50 labels are one batch, 400 epochs.
+    config, info, net = train.resolve(fmnist_split.get_config("finetune,labels=50"))
+    assert info.train_examples == 50
+    phases = train.resolve_phases(config, net, 1)
+    assert [(p.start, p.end) for p in phases] == [(0, 200), (200, 400)]
+    assert fmnist_split.get_config("scratch,labels=100").train.num_epochs == 200
+    with pytest.raises(ValueError, match="multiple of 50"):
+        fmnist_split.get_config("head,labels=30")
     short = fmnist_split.get_config("finetune,steps=4")
     assert [p["steps"] for p in short.transfer.phases] == [2, 2]
     with pytest.raises(ValueError, match="Unknown arm"):
