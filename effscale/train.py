@@ -327,13 +327,8 @@ def train_step(
         params = jax.tree.map(keep, labels, state.params, params)
         ema_params = jax.tree.map(keep, labels, state.ema_params, ema_params)
     if frozen_bn:
-
-        def keep_stats(path: tuple[Any, ...], old: jax.Array, new: jax.Array) -> jax.Array:
-            names = [str(getattr(k, "key", k)) for k in path]
-            return old if "/".join(names[:-1]) in frozen_bn else new
-
-        ema_batch_stats = jax.tree_util.tree_map_with_path(keep_stats, state.ema_batch_stats, ema_batch_stats)
-        batch_stats = jax.tree_util.tree_map_with_path(keep_stats, state.batch_stats, batch_stats)
+        ema_batch_stats = transfer.keep_frozen_batch_stats(ema_batch_stats, state.ema_batch_stats, frozen_bn)
+        batch_stats = transfer.keep_frozen_batch_stats(batch_stats, state.batch_stats, frozen_bn)
     new_state = TrainState(
         step=step,
         params=params,

@@ -200,20 +200,22 @@ def frozen_batchnorm(spec: NetworkSpec, freeze: str, *, mode: str = "frozen") ->
     return frozenset(layer for layer in chosen if _is_batchnorm(layer))
 
 
-def keep_frozen_batch_stats(new_stats: Mapping[str, Any], old_stats: Mapping[str, Any], frozen: Iterable[str]) -> Any:
-    """`new_stats` with the statistics of the `frozen` BatchNorm layers taken from `old_stats`.
+def keep_frozen_batch_stats(new_stats: Any, old_stats: Any, frozen: Iterable[str]) -> Any:
+    """`new_stats` with the statistics of the `frozen` BatchNorm layers ('/'-joined module paths, as
+    `frozen_batchnorm` gives them) taken from `old_stats`; the tree keeps its structure (jit-friendly).
 
-    A stop-gap for a model that normalises every layer with batch statistics in training:
-    the frozen layers' running averages then stay as imported (they still normalise with batch
-    statistics in the forward pass; only a model option can change that).
+    The trainer applies it after every step to the statistics and their moving average, so frozen
+    layers keep theirs bit for bit.
     """
-    from flax import traverse_util
+    import jax
 
-    frozen = set(frozen)
-    new_flat = traverse_util.flatten_dict(dict(new_stats))
-    old_flat = traverse_util.flatten_dict(dict(old_stats))
-    out = {p: (old_flat[p] if "/".join(p[:-1]) in frozen else v) for p, v in new_flat.items()}
-    return traverse_util.unflatten_dict(out)
+    frozen = frozenset(frozen)
+
+    def keep(path: tuple[Any, ...], old: Any, new: Any) -> Any:
+        names = [str(getattr(k, "key", k)) for k in path]
+        return old if "/".join(names[:-1]) in frozen else new
+
+    return jax.tree_util.tree_map_with_path(keep, old_stats, new_stats)
 
 
 # --------------------------------------------------------------------------------------------------

