@@ -53,6 +53,7 @@ def get_config() -> ml_collections.ConfigDict:
     m.dtype = "float32"  # 'float32' | 'bfloat16' (compute; parameters stay float32)
     m.depthwise = "auto"  # 'auto' | 'shift' | 'shift_vjp' | 'xla' (auto: model.default_depthwise(platform))
     m.pointwise = "auto"  # 'auto' | 'dot' | 'conv': 1x1 convolutions (auto: model.default_pointwise(platform))
+    m.norm = "auto"  # 'auto' | 'fused' | 'flax': BatchNorm + swish (auto: model.default_norm(platform))
     m.remat = "none"  # 'none' | 'block' | 'dots_saveable' | 'nothing_saveable'
 
     c.data = d = ml_collections.ConfigDict()

@@ -63,7 +63,9 @@ _COMPILE_ONLY = flags.DEFINE_bool("compile_only", False, "effscale only: compile
 _PRESETS = flags.DEFINE_list("presets", [], "--compile_only: presets to compile (e.g. b0,b1,...,b7).")
 _JSON = flags.DEFINE_string("json", None, "Also write every measurement to this JSON file.")
 _MALLOC_TRIM = flags.DEFINE_bool(
-    "malloc_trim", False, "effscale: hand the compiler's freed heap back to the OS after compiling (peak RSS -1.1 GB)."
+    "malloc_trim",
+    True,
+    "effscale: hand the compiler's freed heap back to the OS after compiling, as the trainer does (peak RSS -1.1 GB).",
 )
 _TORCH_THREADS = flags.DEFINE_integer(
     "torch_threads", 0, "torch intra-op threads (0: torch's default, one per core; see bench_workers.run_torch)."

@@ -117,6 +117,7 @@ def run_effscale(job: dict[str, Any]) -> dict[str, Any]:
         "device": str(jax.devices()[0].device_kind),
         "depthwise": module.depthwise,
         "pointwise": getattr(module, "pointwise", None),
+        "norm": module.norm,
         "dtype": str(jnp.dtype(module.dtype)),
         "remat": module.remat,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),

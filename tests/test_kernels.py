@@ -1,4 +1,4 @@
-"""Every depthwise / pointwise implementation computes the reference's outputs and gradients (tiny shapes)."""
+"""Every depthwise / pointwise / norm implementation computes the reference's outputs and gradients (tiny shapes)."""
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +16,12 @@ from effscale import model, spec
         ((2, 9, 9, 3), 5, 2),
         ((1, 7, 6, 3), 5, 1),
         ((2, 6, 7, 2), 3, 2),
+        # Small maps, where taps that read only padding are skipped.
+        ((2, 2, 2, 3), 5, 1),
+        ((2, 1, 1, 3), 5, 1),
+        ((2, 2, 3, 3), 5, 2),
+        ((1, 3, 3, 2), 5, 2),
+        ((2, 1, 2, 2), 3, 2),
     ],
 )
 @pytest.mark.parametrize("impl", [i for i in model.DEPTHWISE_IMPLS if i != "xla"])
@@ -55,12 +61,14 @@ def _train_outputs(net, variables, x):
     return aux, grads
 
 
-@pytest.mark.parametrize("pointwise,depthwise", [("dot", "shift"), ("dot", "shift_vjp")])
-def test_network_variants_match_reference(pointwise, depthwise):
-    """Same parameter tree, outputs, batch statistics and gradients as the reference (conv + XLA depthwise)."""
+@pytest.mark.parametrize(
+    "pointwise,depthwise,norm", [("dot", "shift", "fused"), ("dot", "shift_vjp", "flax"), ("conv", "xla", "fused")]
+)
+def test_network_variants_match_reference(pointwise, depthwise, norm):
+    """Same parameter tree, outputs, batch statistics and gradients as the reference (conv, XLA depthwise, flax BN)."""
     s = spec.build({"width": 0.25, "depth": 0.25, "resolution": 16, "num_classes": 5})
-    ref = model.EfficientNet(s, depthwise="xla", pointwise="conv")
-    net = model.EfficientNet(s, depthwise=depthwise, pointwise=pointwise)
+    ref = model.EfficientNet(s, depthwise="xla", pointwise="conv", norm="flax")
+    net = model.EfficientNet(s, depthwise=depthwise, pointwise=pointwise, norm=norm)
     x = jax.random.normal(jax.random.key(0), (4, 16, 16, 3))
     variables = jax.jit(ref.init)(jax.random.key(1), x)
     mine = jax.jit(net.init)(jax.random.key(1), x)
@@ -78,10 +86,13 @@ def test_network_variants_match_reference(pointwise, depthwise):
 
 
 def test_defaults_per_platform_and_config_validation():
-    assert model.default_depthwise("cpu") == "shift" and model.default_depthwise("gpu") == "xla"
+    assert model.default_depthwise("cpu") == "shift_vjp" and model.default_depthwise("gpu") == "xla"
     assert model.default_pointwise("cpu") == "dot" and model.default_pointwise("gpu") == "conv"
+    assert model.default_norm("cpu") == "fused" and model.default_norm("gpu") == "flax"
     s = spec.build({"width": 0.25, "depth": 0.25, "resolution": 16})
-    net = model.create(s, {"depthwise": "shift_vjp", "pointwise": "conv"})
-    assert (net.depthwise, net.pointwise) == ("shift_vjp", "conv")
+    net = model.create(s, {"depthwise": "shift_vjp", "pointwise": "conv", "norm": "flax"})
+    assert (net.depthwise, net.pointwise, net.norm) == ("shift_vjp", "conv", "flax")
     with pytest.raises(ValueError, match="pointwise"):
         model.create(s, {"pointwise": "matmul"})
+    with pytest.raises(ValueError, match="model.norm"):
+        model.create(s, {"norm": "fast"})

@@ -241,8 +241,3 @@ def test_bfloat16_compute_keeps_float32_parameters(tiny):
 def test_bad_runtime_choices_name_the_field(field, value):
     with pytest.raises(ValueError, match=f"model.{field}"):
         model.check_runtime({field: value})
-
-
-def test_default_depthwise_per_platform():
-    assert model.default_depthwise("cpu") == "shift"
-    assert model.default_depthwise("gpu") == "xla"
