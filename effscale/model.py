@@ -89,13 +89,17 @@ def _shifted_sum(xp: jax.Array, kernel: jax.Array, stride: int, out_h: int, out_
     return out
 
 
-def _depthwise_shift(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
-    kh, kw = kernel.shape[0], kernel.shape[1]
+def _pad_same(x: jax.Array, kh: int, kw: int, stride: int) -> tuple[jax.Array, range, range]:
+    """x with TF 'SAME' padding, and the rows / columns of the padded array that hold x."""
     h, w = x.shape[1], x.shape[2]
     pad_h, pad_w = same_padding(h, kh, stride), same_padding(w, kw, stride)
     xp = jnp.pad(x, ((0, 0), pad_h, pad_w, (0, 0)))
-    rows, cols = range(pad_h[0], pad_h[0] + h), range(pad_w[0], pad_w[0] + w)
-    return _shifted_sum(xp, kernel, stride, -(-h // stride), -(-w // stride), rows, cols)
+    return xp, range(pad_h[0], pad_h[0] + h), range(pad_w[0], pad_w[0] + w)
+
+
+def _depthwise_shift(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    xp, rows, cols = _pad_same(x, kernel.shape[0], kernel.shape[1], stride)
+    return _shifted_sum(xp, kernel, stride, -(-x.shape[1] // stride), -(-x.shape[2] // stride), rows, cols)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -121,9 +125,10 @@ def _depthwise_shift_vjp_bwd(stride: int, res: tuple[jax.Array, jax.Array], g: j
     kh, kw = kernel.shape[0], kernel.shape[1]
     _, h, w, c = x.shape
     oh, ow = g.shape[1], g.shape[2]
-    pad_h, pad_w = same_padding(h, kh, stride), same_padding(w, kw, stride)
-    # P[t] = dilated_g[t + top - (kh - 1)]; lax.pad accepts the negative edge padding this may need.
-    lo_h, lo_w = kh - 1 - pad_h[0], kw - 1 - pad_w[0]
+    xp, rows, cols = _pad_same(x, kh, kw, stride)
+    # P[t] = dilated_g[t + top - (kh - 1)], top = rows.start (the forward pass's top padding);
+    # lax.pad accepts the negative edge padding this may need.
+    lo_h, lo_w = kh - 1 - rows.start, kw - 1 - cols.start
     hi_h = h + kh - 1 - lo_h - ((oh - 1) * stride + 1)
     hi_w = w + kw - 1 - lo_w - ((ow - 1) * stride + 1)
     zero = jnp.zeros((), g.dtype)
@@ -131,9 +136,7 @@ def _depthwise_shift_vjp_bwd(stride: int, res: tuple[jax.Array, jax.Array], g: j
     g_rows = {lo_h + m * stride for m in range(oh)}
     g_cols = {lo_w + m * stride for m in range(ow)}
     dx = _shifted_sum(gp, kernel[::-1, ::-1], 1, h, w, g_rows, g_cols)
-    xp = jnp.pad(x, ((0, 0), pad_h, pad_w, (0, 0)))
-    live_i = _live_taps(kh, stride, oh, range(pad_h[0], pad_h[0] + h))
-    live_j = _live_taps(kw, stride, ow, range(pad_w[0], pad_w[0] + w))
+    live_i, live_j = _live_taps(kh, stride, oh, rows), _live_taps(kw, stride, ow, cols)
     taps = [
         jnp.sum(_tap(xp, i, j, stride, oh, ow) * g, axis=(0, 1, 2))
         if i in live_i and j in live_j
