@@ -1,12 +1,15 @@
-"""What a run writes: the JSONL metrics log, TensorBoard summaries and result.json.
+"""What a run writes: the run record (result.json / eval.json), the JSONL metrics log and TensorBoard summaries.
 
-result.json is written atomically (a temporary file in the same directory, then
-`os.replace`), so a reader never sees half a record and a record's presence means
-the run finished. Only process 0 writes; the writers are no-ops elsewhere.
+The run record is one `RunRecord` with a format version: training and `--mode=eval` write it
+the same way, and results, status and the figures read it through `RunRecord.from_json` and
+nothing else. Accuracies are fractions in [0, 1]. It is written atomically (a temporary file in
+the same directory, then `os.replace`), so a reader never sees half a record and a record's
+presence means the run finished. Only process 0 writes; the writers are no-ops elsewhere.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import math
@@ -16,8 +19,11 @@ import tempfile
 from collections.abc import Mapping
 from typing import Any
 
-RESULT = "result.json"
+RESULT = "result.json"  # written by training
+EVAL = "eval.json"  # written by --mode=eval
 METRICS = "metrics.jsonl"
+FORMAT_VERSION = 1  # records written before versions existed read as version 0 (the same field names)
+STATUSES = ("finished", "evaluated")
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow", "tensorflow-datasets", "numpy")
 
 
@@ -146,3 +152,110 @@ class MetricsWriter:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+class RecordError(ValueError):
+    """A run record that does not parse or lacks a field of its schema."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """What one run trained, on what, and what it measured: the schema of result.json and eval.json.
+
+    One name per field; accuracies are fractions. Counts are the analytic ones of the network the
+    run trained (effscale.complexity on the resolved config, the dataset's class count included).
+    Optional fields are None when the run could not measure them (e.g. train metrics of a run
+    that resumed after its last step).
+    """
+
+    # What was trained.
+    status: str  # one of STATUSES
+    dataset: str
+    num_classes: int
+    width: float
+    depth: float
+    resolution: int
+    params: int
+    macs: int
+    activations: int
+    batch_size: int
+    steps: int
+    steps_per_epoch: int
+    epochs: float
+    # The final evaluation (raw and EMA weights) on the evaluation split.
+    eval_top1: float
+    eval_top5: float
+    eval_top1_ema: float
+    eval_top5_ema: float
+    eval_loss: float
+    eval_loss_ema: float
+    eval_examples: int
+    # Optional: phi only for compound-scaled networks; measurements a run may lack.
+    phi: float | None = None
+    xla_flops: float | None = None
+    eval_images_per_sec: float | None = None
+    best_eval_top1: float | None = None
+    train_loss: float | None = None
+    train_accuracy: float | None = None
+    train_images_per_sec: float | None = None
+    step_time_s: float | None = None
+    resumed_from_step: int | None = None
+    compile_time_s: float | None = None
+    wall_time_s: float | None = None
+    # Where it ran and with what.
+    device_kind: str | None = None
+    platform: str | None = None
+    device_count: int | None = None
+    local_device_count: int | None = None
+    process_count: int | None = None
+    packages: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as plain JSON values (what result.json holds)."""
+        return _jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, obj: Any) -> RunRecord:
+        """Parses a record of this version or an older one; raises RecordError naming what is wrong."""
+        if not isinstance(obj, Mapping):
+            raise RecordError(f"a run record is a JSON object, got {type(obj).__name__}")
+        version = obj.get("format_version", 0)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise RecordError(
+                f"format_version {version!r} is newer than this effscale reads ({FORMAT_VERSION}): upgrade effscale"
+            )
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        required = [n for n, f in fields.items() if _required(f)]
+        missing = [n for n in required if obj.get(n) is None]
+        if missing:
+            raise RecordError(f"missing fields {', '.join(missing)}")
+        if obj["status"] not in STATUSES:
+            raise RecordError(f"status must be one of {STATUSES}, got {obj['status']!r}")
+        values = {n: obj[n] for n in fields if n in obj}
+        values["format_version"] = FORMAT_VERSION
+        return cls(**values)
+
+
+def _required(field: dataclasses.Field) -> bool:
+    return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+
+
+def write_record(path: str | os.PathLike[str], run: RunRecord) -> None:
+    """Writes `run` to `path` atomically (see `write_text`)."""
+    write_json(path, run.to_json())
+
+
+def read_record(path: str | os.PathLike[str]) -> RunRecord:
+    """The record at `path`; raises FileNotFoundError when absent, RecordError when damaged."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise RecordError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from e
+    try:
+        return RunRecord.from_json(obj)
+    except RecordError as e:
+        raise RecordError(f"{path}: {e}") from e
