@@ -801,3 +801,72 @@ def to_timm_state_dict(variables: Mapping[str, Any], spec: NetworkSpec) -> dict[
             value = value.T
         out[timm_key(path, spec)] = value
     return out
+
+
+# ----------------------------------------------------------------------------- initial weights
+
+
+def load_initial(init: Any, net: NetworkSpec) -> ImportedWeights | dict[str, Any]:
+    """The initial weights `config.init` names, for `net` (numpy arrays).
+
+    The one entry point for initial weights: a Keras file, a timm state dict or another
+    effscale workdir (`init.source`, or told from the path when 'auto'). Raises ValueError
+    (WeightImportError) when they cannot be used.
+    """
+    path, source = str(init.weights), init.source
+    if source == "auto":
+        if os.path.isdir(path):
+            source = "effscale"
+        elif path.endswith((".h5", ".keras")):
+            source = "keras"
+        elif path.endswith((".safetensors", ".pth", ".pt", ".bin", ".npz")):
+            source = "timm"
+        else:
+            raise ValueError(
+                f"config.init.weights={path!r}: cannot tell the format from the name; set config.init.source to "
+                "'keras', 'timm' or 'effscale'."
+            )
+    if source == "keras":
+        return load_keras(path, net, top=init.top)
+    if source == "timm":
+        if not init.timm_arch:
+            raise ValueError("config.init.source='timm' needs config.init.timm_arch, e.g. 'tf_efficientnet_b0'.")
+        return load_timm(path, net, arch=init.timm_arch, top=init.top)
+    if source == "effscale":
+        return _load_workdir(path, net, init.top)
+    raise ValueError(f"config.init.source must be 'auto', 'keras', 'timm' or 'effscale', got {source!r}.")
+
+
+def _load_workdir(workdir: str, net: NetworkSpec, top: str) -> dict[str, Any]:
+    """The raw weights and BatchNorm statistics of an effscale workdir's latest checkpoint, top per `top`."""
+    if top not in TOP_MODES:
+        raise ValueError(f"config.init.top must be one of {TOP_MODES}, got {top!r}.")
+    import jax
+
+    from effscale import checkpoint  # the trainer's checkpoints; imported here to keep convert light
+
+    if not checkpoint.has_checkpoint(workdir):
+        raise WeightImportError(f"config.init.weights={workdir!r}: no effscale checkpoint there.")
+    manager = checkpoint.Manager(workdir, 1, 1000, asynchronous=False)
+    try:
+        restored = manager.restore(None)
+    finally:
+        manager.close()
+    variables = {
+        "params": jax.tree.map(np.asarray, dict(restored["params"])),
+        "batch_stats": jax.tree.map(np.asarray, dict(restored["batch_stats"])),
+    }
+    head = variables["params"].get(HEAD_MODULE)
+    if head is not None:
+        theirs = int(np.shape(head["kernel"])[-1])
+        same = net.include_top and theirs == net.num_classes
+        if top == "load" and not same:
+            raise WeightImportError(
+                f"{workdir}: its top has {theirs} classes, the model {net.num_classes if net.include_top else 'none'}."
+            )
+        if top == "drop" or not same:
+            del variables["params"][HEAD_MODULE]
+            LOG.info("Dropped the %d-class top of %s: the new head starts fresh.", theirs, workdir)
+    elif top == "load":
+        raise WeightImportError(f"{workdir}: top='load' but its checkpoint has no top.")
+    return variables

@@ -447,3 +447,10 @@ def create(spec: NetworkSpec, model_config: Any, frozen_bn: frozenset[str] = fro
         residual_bn_init=model_config.get("residual_bn_init", "ones"),
         norm=default_norm() if norm == "auto" else norm,
     )
+
+
+def abstract_variables(module: EfficientNet) -> Any:
+    """The module's variables (params, batch_stats) as shapes and dtypes: `jax.eval_shape`, nothing computed."""
+    n = module.spec
+    x = jax.ShapeDtypeStruct((1, n.resolution, n.resolution, n.in_channels), jnp.float32)
+    return jax.eval_shape(lambda x: module.init({"params": jax.random.key(0)}, x, train=False), x)

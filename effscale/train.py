@@ -193,63 +193,6 @@ def resolve_phases(config: ml_collections.ConfigDict, net: spec.NetworkSpec, ste
     return tuple(out)
 
 
-def import_weights(init: Any, net: spec.NetworkSpec) -> convert.ImportedWeights | dict[str, Any]:
-    """The weights `config.init` names, for `net` (numpy); raises ValueError (WeightImportError) if unusable."""
-    path, source = str(init.weights), init.source
-    if source == "auto":
-        if os.path.isdir(path):
-            source = "effscale"
-        elif path.endswith((".h5", ".keras")):
-            source = "keras"
-        elif path.endswith((".safetensors", ".pth", ".pt", ".bin", ".npz")):
-            source = "timm"
-        else:
-            raise ValueError(
-                f"config.init.weights={path!r}: cannot tell the format from the name; set config.init.source to "
-                "'keras', 'timm' or 'effscale'."
-            )
-    if source == "keras":
-        return convert.load_keras(path, net, top=init.top)
-    if source == "timm":
-        if not init.timm_arch:
-            raise ValueError("config.init.source='timm' needs config.init.timm_arch, e.g. 'tf_efficientnet_b0'.")
-        return convert.load_timm(path, net, arch=init.timm_arch, top=init.top)
-    if source == "effscale":
-        return _load_workdir(path, net, init.top)
-    raise ValueError(f"config.init.source must be 'auto', 'keras', 'timm' or 'effscale', got {source!r}.")
-
-
-def _load_workdir(workdir: str, net: spec.NetworkSpec, top: str) -> dict[str, Any]:
-    """The raw weights and BatchNorm statistics of an effscale workdir's latest checkpoint, top per `top`."""
-    if top not in convert.TOP_MODES:
-        raise ValueError(f"config.init.top must be one of {convert.TOP_MODES}, got {top!r}.")
-    if not checkpoint.has_checkpoint(workdir):
-        raise convert.WeightImportError(f"config.init.weights={workdir!r}: no effscale checkpoint there.")
-    manager = checkpoint.Manager(workdir, 1, 1000, asynchronous=False)
-    try:
-        restored = manager.restore(None)
-    finally:
-        manager.close()
-    variables = {
-        "params": jax.tree.map(np.asarray, dict(restored["params"])),
-        "batch_stats": jax.tree.map(np.asarray, dict(restored["batch_stats"])),
-    }
-    head = variables["params"].get(convert.HEAD_MODULE)
-    if head is not None:
-        theirs = int(np.shape(head["kernel"])[-1])
-        same = net.include_top and theirs == net.num_classes
-        if top == "load" and not same:
-            raise convert.WeightImportError(
-                f"{workdir}: its top has {theirs} classes, the model {net.num_classes if net.include_top else 'none'}."
-            )
-        if top == "drop" or not same:
-            del variables["params"][convert.HEAD_MODULE]
-            log.info("Dropped the %d-class top of %s: the new head starts fresh.", theirs, workdir)
-    elif top == "load":
-        raise convert.WeightImportError(f"{workdir}: top='load' but its checkpoint has no top.")
-    return variables
-
-
 def init_state(
     module: model.EfficientNet, tx: optax.GradientTransformation, seed: int, net: spec.NetworkSpec
 ) -> TrainState:
@@ -425,9 +368,7 @@ class _Setup:
         return self._parts[phase.index]
 
     def _abstract_variables(self) -> Any:
-        n = self.net
-        x = jax.ShapeDtypeStruct((1, n.resolution, n.resolution, n.in_channels), jnp.float32)
-        return jax.eval_shape(lambda x: self.module.init({"params": jax.random.key(0)}, x, train=False), x)
+        return model.abstract_variables(self.module)
 
     def load_init(self) -> None:
         """Imports config.init.weights (if any) and checks they fit the model: every error before a compile."""
@@ -435,7 +376,7 @@ class _Setup:
         if init is None or not init.weights:
             return
         try:
-            imported = import_weights(init, self.net)
+            imported = convert.load_initial(init, self.net)
         except OSError as e:  # a missing or unreadable file is a config error like any other
             raise ValueError(f"config.init.weights: {e}") from e
         abstract = self._abstract_variables()
