@@ -22,7 +22,6 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-import effscale  # noqa: F401  (sets XLA:CPU flags before any backend starts)
 from effscale import host
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, optionally with an argument: file.py:arg.")
@@ -64,23 +63,28 @@ def main(argv: list[str]) -> int:
         return _info(config)
     if _MODE.value in ("train", "eval"):
         return _train_or_eval(config, _MODE.value)
-    print(f"--mode={_MODE.value} is not available yet.", file=sys.stderr)
+    # A single run's progress is its stderr and metrics.jsonl, its result its workdir's result.json.
+    print(
+        f"effscale: error: --mode={_MODE.value} takes a sweep config (configs/sweeps/*.py), not a single run's; "
+        "a single run's figures are in <workdir>/result.json (--mode=eval re-evaluates its checkpoint).",
+        file=sys.stderr,
+    )
     return 2
 
 
 def _info(config) -> int:
-    """Prints the network a config describes (no data, no training)."""
+    """Prints the network a config trains, resolved as the trainer resolves it (dataset metadata, no data read)."""
     import json
 
-    from effscale import info, model, spec
+    from effscale import info, train
 
+    _quiet_libraries()
     try:
-        net = spec.build(config.model)
-        model.check_runtime(config.model)
+        _, _, net = train.resolve(config)
     except ValueError as e:  # an impossible config: say which field, before anything compiles
         print(f"effscale: error: {e}", file=sys.stderr)
         return 2
-    desc = info.describe(net, xla=_XLA.value)
+    desc = info.describe(net, xla=_XLA.value, origin=info.sources(config.model, config.get("data")))
     print(json.dumps(desc, indent=2) if _JSON.value else info.format_table(desc))
     return 0
 
@@ -123,16 +127,21 @@ def _start_jax() -> None:
         parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
 
     import jax
-    from absl import logging as absl_logging
 
-    # Orbax logs every step of its work at INFO through absl; progress has its own logger.
-    absl_logging.set_verbosity(absl_logging.WARNING)
+    _quiet_libraries()
     progress = logging.getLogger("effscale")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
     progress.addHandler(handler)
     progress.setLevel(logging.INFO if jax.process_index() == 0 else logging.WARNING)
     progress.propagate = False
+
+
+def _quiet_libraries() -> None:
+    """Orbax and TFDS log every step of their work at INFO through absl; effscale's progress has its own logger."""
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.WARNING)
 
 
 def _train_or_eval(config, mode: str) -> int:
@@ -155,11 +164,17 @@ def _train_or_eval(config, mode: str) -> int:
         print(f"effscale: {e}", file=sys.stderr)
         return 128 + (e.signum or signal.SIGTERM)
     if jax.process_index() == 0:
-        keys = ("eval_top1", "eval_top1_ema", "eval_top5", "eval_top5_ema", "steps", "train_images_per_sec")
-        print(" ".join(f"{k}={out[k]:.4g}" if isinstance(out.get(k), float) else f"{k}={out.get(k)}" for k in keys))
+        print(_summary(out))
     return 0
 
 
+def _summary(record) -> str:
+    """The run's headline figures on one line, from a RunRecord (or the dict of earlier versions)."""
+    keys = ("eval_top1", "eval_top1_ema", "eval_top5", "eval_top5_ema", "steps", "train_images_per_sec")
+    values = {k: record.get(k) if isinstance(record, dict) else getattr(record, k, None) for k in keys}
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+
+
 if __name__ == "__main__":
-    host.reexec_with_hugepages()  # glibc reads it only at start-up: ~2x faster 224-px CPU steps (effscale.host)
+    host.configure_process()  # XLA flags and huge pages: before jax's backend starts (may restart the process once)
     app.run(main)

@@ -2,7 +2,7 @@
 
 The trainer calls four functions, all driven by `config.data`:
 
-    info = dataset_info(config.data)            # classes and split sizes; validates name and files
+    info = dataset_info(config.data)            # classes (metadata only); split sizes counted on first use
     train = train_batches(config.data, spec.resolution, global_batch // process_count, seed,
                           start_step=step, process_index=..., process_count=...)
     for batch in eval_batches(config.data, spec.resolution, eval_batch // process_count, ...): ...
@@ -20,13 +20,15 @@ uninterrupted run.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -47,14 +49,37 @@ with contextlib.suppress(RuntimeError):  # raised when TF's devices are already 
     tf.config.set_visible_devices([], "GPU")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class DatasetInfo:
-    """What the trainer needs to know about a dataset before building the model."""
+    """What the trainer needs to know about a dataset before building the model.
+
+    `name` and `num_classes` are TFDS metadata. The split sizes can need the data itself (TFDS learns
+    them while preparing a dataset, and a class subset is counted from its labels), so `count`, when
+    given, works them out on first use of `train_examples` or `eval_examples`: resolving a config
+    (`--mode=info`) never prepares or reads a dataset. Known sizes are passed as plain numbers.
+    """
 
     name: str
     num_classes: int
-    train_examples: int
-    eval_examples: int
+    _train_examples: int | None = dataclasses.field(default=None, repr=False)
+    _eval_examples: int | None = dataclasses.field(default=None, repr=False)
+    count: Callable[[], tuple[int, int]] | None = dataclasses.field(default=None, repr=False)
+
+    @functools.cached_property
+    def _sizes(self) -> tuple[int, int]:
+        if self.count is not None:
+            return self.count()
+        if self._train_examples is None or self._eval_examples is None:
+            raise ValueError(f"DatasetInfo of {self.name!r} has neither split sizes nor a way to count them.")
+        return self._train_examples, self._eval_examples
+
+    @property
+    def train_examples(self) -> int:
+        return self._sizes[0]
+
+    @property
+    def eval_examples(self) -> int:
+        return self._sizes[1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,21 +87,27 @@ class DatasetInfo:
 
 
 def dataset_info(data_cfg) -> DatasetInfo:
-    """Class count and split sizes from the dataset's TFDS info.
+    """Class count from the dataset's TFDS metadata, without preparing or reading the dataset.
 
-    Validates the configuration and prepares the dataset if needed (Fashion-MNIST: seconds, once).
-    Raises ValueError saying what to fix for an unknown name, missing files or an unknown split.
+    Validates the configuration: a ValueError says what to fix for an unknown name, missing
+    Fashion-MNIST files, a dataset that is not image classification or a bad class subset. The
+    split sizes are counted on first use (`DatasetInfo`), which prepares the dataset if it never
+    was (Fashion-MNIST: seconds, once) and raises ValueError for an unknown split.
     """
-    builder = _builder(data_cfg)
+    data_cfg = copy.deepcopy(data_cfg)  # counted later: later edits of the caller's config must not change it
+    builder = _checked_builder(data_cfg)
     _, label_key = _feature_keys(builder)
     num_classes = int(builder.info.features[label_key].num_classes)
     classes = _check_classes(data_cfg, num_classes)
-    return DatasetInfo(
-        name=data_cfg.name,
-        num_classes=len(classes) if classes else num_classes,
-        train_examples=_split_size(builder, data_cfg, data_cfg.train_split, train=True),
-        eval_examples=_split_size(builder, data_cfg, _eval_split(data_cfg, builder), train=False),
-    )
+
+    def count() -> tuple[int, int]:
+        prepared = _builder(data_cfg)
+        return (
+            _split_size(prepared, data_cfg, data_cfg.train_split, train=True),
+            _split_size(prepared, data_cfg, _eval_split(data_cfg, prepared), train=False),
+        )
+
+    return DatasetInfo(data_cfg.name, len(classes) if classes else num_classes, count=count)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,11 +190,6 @@ def _share(builder: tfds.core.DatasetBuilder, data_cfg, split: Any, train: bool,
     return ds, lambda: len(range(index, size, count))
 
 
-def train_steps_per_epoch(data_cfg, batch_size: int, process_count: int = 1) -> int:
-    """Training steps in one epoch: the epoch remainder that does not fill a global batch is dropped."""
-    return dataset_info(data_cfg).train_examples // (batch_size * process_count)
-
-
 def eval_steps(data_cfg, batch_size: int, process_count: int = 1) -> int:
     """Number of batches `eval_batches` yields on every process (the largest share, padded)."""
     return _eval_steps(dataset_info(data_cfg).eval_examples, batch_size, process_count)
@@ -174,20 +200,30 @@ def _eval_steps(num_examples: int, batch_size: int, process_count: int) -> int:
     return max(1, -(-largest_share // batch_size))
 
 
-def _builder(data_cfg) -> tfds.core.DatasetBuilder:
-    """A prepared builder for `data_cfg.name` (preparing it on first use)."""
-    _check_config(data_cfg)
-    manual_dir = data_cfg.manual_dir
+def _manual_dir(data_cfg) -> str | None:
     if data_cfg.name == FASHION_MNIST:
-        manual_dir = manual_dir or fashion_mnist.DEFAULT_MANUAL_DIR
+        return data_cfg.manual_dir or fashion_mnist.DEFAULT_MANUAL_DIR
+    return data_cfg.manual_dir
+
+
+def _checked_builder(data_cfg) -> tfds.core.DatasetBuilder:
+    """The builder for `data_cfg.name` after checking the config and (Fashion-MNIST) its files; nothing prepared."""
+    _check_config(data_cfg)
+    if data_cfg.name == FASHION_MNIST:
+        manual_dir = _manual_dir(data_cfg)
         missing = fashion_mnist.missing_files(manual_dir)
         if missing:
             raise ValueError(
                 f"Fashion-MNIST: files {', '.join(missing)} not found in {manual_dir}. {fashion_mnist.INSTRUCTIONS}"
             )
-    builder = _make_builder(data_cfg.name, data_cfg.data_dir)
+    return _make_builder(data_cfg.name, data_cfg.data_dir)
+
+
+def _builder(data_cfg) -> tfds.core.DatasetBuilder:
+    """A prepared builder for `data_cfg.name` (preparing it on first use)."""
+    builder = _checked_builder(data_cfg)
     if not builder.is_prepared():
-        _prepare(builder, manual_dir)
+        _prepare(builder, _manual_dir(data_cfg))
         # Another process may have prepared it: a fresh builder reads the split sizes from disk.
         builder = _make_builder(data_cfg.name, data_cfg.data_dir)
     return builder

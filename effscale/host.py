@@ -1,19 +1,26 @@
-"""Host memory settings that have to be in place when the process starts: huge pages for malloc.
+"""Process settings for effscale's CPU work, applied only when called: importing effscale changes nothing.
 
-XLA:CPU allocates each step's temporary buffers (gigabytes for a B0 train step at 224 px) with
-malloc and frees them after the step. Blocks that large are fresh mmaps, so every step the kernel
-faults in and zeroes them again, 4 KiB at a time: ~600,000 page faults per B0 step at 224 px /
-batch 32 here, more than half of the step. glibc (2.35+) can back its large blocks with transparent
-huge pages (2 MiB) instead, which cuts that to ~1,500 faults: 35.5 vs 16.6 images/s for the same
-step (python -m effscale.bench --resolution 224 --frameworks effscale --train_only
---hugepages effscale|none). glibc reads this setting only at start-up, through GLIBC_TUNABLES, so
-launch.py restarts itself with it once (`reexec_with_hugepages`) and the benchmark starts its
-effscale workers with it. Set EFFSCALE_HUGEPAGES=0 to keep glibc's
-defaults. In a notebook, start Jupyter with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 to get the same.
+- XLA:CPU's concurrency-optimised scheduler off (`with_xla_flags`): on EfficientNet train steps it
+  doubled peak memory and cost speed. XLA reads XLA_FLAGS when its backend starts, so this has to
+  run before the first jax computation; a value the user already put in XLA_FLAGS wins.
+- glibc's malloc on transparent huge pages (`with_hugepages`): XLA:CPU mallocs each step's
+  temporaries (gigabytes for a B0 train step at 224 px) and frees them after the step; blocks that
+  large are fresh mmaps, so without huge pages the kernel faults in and zeroes them again every
+  step, 4 KiB at a time. glibc (2.35+) reads the tunable only at start-up, so
+  `reexec_with_hugepages` restarts the process once with it. EFFSCALE_HUGEPAGES=0 opts out.
+- `return_freed_memory`: hands the heap that XLA's compiler freed back to the OS (glibc keeps it
+  in its arenas otherwise), called by the trainer after compiling.
+
+`configure_process()` applies the first two; launch.py and the benchmark call it first thing.
+In a notebook, run `from effscale import host; host.set_xla_flags()` in the first cell, before
+anything uses jax, and start Jupyter with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 for the huge
+pages (a kernel cannot restart itself with them).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import platform
 import sys
@@ -23,6 +30,20 @@ from pathlib import Path
 TUNABLE = "glibc.malloc.hugetlb=1"
 OPT_OUT = "EFFSCALE_HUGEPAGES"
 THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
+
+
+def with_xla_flags(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` with XLA:CPU's concurrency-optimised scheduler turned off (a value already in XLA_FLAGS wins)."""
+    flags = env.get("XLA_FLAGS", "")
+    if SCHEDULER_FLAG in flags:
+        return dict(env)
+    return {**env, "XLA_FLAGS": f"{flags} {SCHEDULER_FLAG}=false".strip()}
+
+
+def set_xla_flags() -> None:
+    """Applies `with_xla_flags` to this process's environment; call it before jax's backend starts."""
+    os.environ["XLA_FLAGS"] = with_xla_flags(os.environ)["XLA_FLAGS"]
 
 
 def with_hugepages(env: Mapping[str, str]) -> dict[str, str]:
@@ -68,3 +89,21 @@ def reexec_with_hugepages() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
+def configure_process(*, scheduler_flag: bool = True, hugepages: bool = True) -> None:
+    """The process settings above, for a command-line entry point: call it before anything else runs.
+
+    `hugepages` may restart the process (`reexec_with_hugepages`), so nothing before this call
+    should have side effects that a restart would repeat.
+    """
+    if scheduler_flag:
+        set_xla_flags()
+    if hugepages:
+        reexec_with_hugepages()
+
+
+def return_freed_memory() -> None:
+    """Returns the heap glibc's malloc holds free to the OS (`malloc_trim(0)`); a no-op without glibc."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

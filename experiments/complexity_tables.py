@@ -7,12 +7,9 @@ python experiments/complexity_tables.py --noxla    # analytic figures only, inst
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from configs import compound, efficientnet  # noqa: E402
-from effscale import complexity, scaling, spec  # noqa: E402
+from configs import compound, efficientnet
+from effscale import complexity, scaling, spec
 
 PAPER_MACS = {"b0": 0.39, "b1": 0.70, "b2": 1.0, "b3": 1.8, "b4": 4.2, "b5": 9.9, "b6": 19, "b7": 37}
 KERAS_PARAMS = {

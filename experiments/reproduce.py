@@ -16,11 +16,10 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from configs.sweeps import reproduce
+from effscale import host, plots, results, sweep
 
-from configs.sweeps import reproduce  # noqa: E402
-from effscale import plots, results, sweep  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "experiments" / "results"
 
@@ -45,4 +44,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    host.configure_process()  # as launch.py runs the trainer
     sys.exit(main())

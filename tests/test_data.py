@@ -73,8 +73,14 @@ def _as_uint8(images: np.ndarray) -> np.ndarray:
 
 @needs_idx
 def test_fashion_mnist_builder_matches_idx_files(fm_cfg):
-    info = data.dataset_info(fm_cfg)  # prepares on first use
-    assert info == data.DatasetInfo("fashion_mnist", 10, 60_000, 10_000)
+    info = data.dataset_info(fm_cfg)
+    # The split sizes prepare the dataset on first use (kept in pytest's cache between runs).
+    assert (info.name, info.num_classes, info.train_examples, info.eval_examples) == (
+        "fashion_mnist",
+        10,
+        60_000,
+        10_000,
+    )
 
     builder = fashion_mnist.FashionMnistIdx(data_dir=fm_cfg.data_dir)
     for split, prefix, picks in (("train", "train", [0, 1, 59_999]), ("test", "t10k", [0, 4321, 9_999])):
@@ -168,7 +174,8 @@ def test_mocked_tfds_datasets(tmp_path, name, num_classes, eval_split):
         tfds.testing.mock_data(num_examples=10, policy=tfds.testing.MockPolicy.USE_CODE),
         _mock_splits(train=10, **{eval_split: 10}),
     ):
-        assert data.dataset_info(c) == data.DatasetInfo(name, num_classes, 10, 10)
+        info = data.dataset_info(c)
+        assert (info.name, info.num_classes, info.train_examples, info.eval_examples) == (name, num_classes, 10, 10)
         train = next(data.train_batches(c, 40, 8, seed=0))
         evals = list(data.eval_batches(c, 40, 8))
     assert train["image"].shape == (8, 40, 40, 3) and train["image"].dtype == np.float32
@@ -204,9 +211,33 @@ def test_unprepared_dataset_says_where_it_looked(tmp_path):
     c = default.get_config().data
     c.name = "imagenet2012"  # manual download only: fails at once, offline
     c.data_dir = str(tmp_path)
+    info = data.dataset_info(c)
+    assert info.num_classes == 1000  # TFDS metadata: nothing prepared, nothing read
     with pytest.raises(ValueError, match="(?s)not prepared in .*tfds build imagenet2012") as err:
-        data.dataset_info(c)
+        info.train_examples  # noqa: B018 (the split sizes need the data)
     assert str(tmp_path) in str(err.value)
+
+
+@needs_idx
+def test_dataset_info_reads_metadata_only(tmp_path, fm_cfg):
+    """The class count without preparing anything (a fresh data_dir stays empty); split sizes counted when asked."""
+    fresh = default.get_config().data
+    fresh.name, fresh.data_dir, fresh.classes = "fashion_mnist", str(tmp_path), (7, 5, 9)
+    assert data.dataset_info(fresh).num_classes == 3
+    assert list(tmp_path.iterdir()) == []
+
+    fm_cfg.classes = (7, 5, 9)
+    info = data.dataset_info(fm_cfg)
+    fm_cfg.classes = None  # the info keeps the config as it was when asked
+    assert info.eval_examples == int(np.isin(_idx("t10k-labels-idx1-ubyte.gz"), (7, 5, 9)).sum())
+    assert info.train_examples == int(np.isin(_idx("train-labels-idx1-ubyte.gz"), (7, 5, 9)).sum())
+
+
+def test_given_split_sizes_are_used_as_they_are():
+    info = data.DatasetInfo("synthetic", 10, 64, 16)
+    assert (info.train_examples, info.eval_examples) == (64, 16)
+    with pytest.raises(ValueError, match="neither split sizes"):
+        data.DatasetInfo("synthetic", 10).train_examples  # noqa: B018
 
 
 def test_center_crop_window_by_hand():

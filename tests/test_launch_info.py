@@ -1,4 +1,4 @@
-"""`launch.py --mode=info` end to end, in a subprocess as a user runs it."""
+"""`launch.py --mode=info` end to end, in a subprocess as a user runs it, against what the trainer records."""
 
 import json
 import os
@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+needs_idx = pytest.mark.skipif(
+    not os.path.isfile("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz"),
+    reason="apt-get install dataset-fashion-mnist",
+)
 
 
 def launch(*args, check=True):
@@ -55,3 +59,55 @@ def test_bad_configs_fail_with_a_clear_message(args, needle):
     proc = launch(*args, "--mode=info", "--noxla", check=False)
     assert proc.returncode != 0
     assert needle in proc.stdout + proc.stderr
+
+
+@needs_idx
+def test_info_is_the_network_the_trainer_records(tmp_path):
+    """configs/compound_phi2.py: 10 classes from Fashion-MNIST's metadata, so the run's own figures.
+
+    The numbers are those of the result.json of a real run of this config (and the README); the
+    in-process check resolves the config with the trainer's own function. The empty data_dir shows
+    that describing the network neither prepares nor reads the dataset.
+    """
+    from configs import compound_phi2
+    from effscale import complexity, train
+
+    data_dir = tmp_path / "tfds"
+    data_dir.mkdir()
+    args = ["--config", "configs/compound_phi2.py", f"--config.data.data_dir={data_dir}", "--mode=info"]
+    out = json.loads(launch(*args, "--json", "--noxla").stdout)
+    assert (out["num_classes"], out["params"], out["macs"], out["activations"]) == (10, 10_717_938, 56_426_928, 627_634)
+    assert out["sources"]["num_classes"] == "the TFDS metadata of fashion_mnist"
+    assert "gamma^phi" in out["sources"]["resolution"] and out["sources"]["phi"] == "model.phi"
+    assert list(data_dir.iterdir()) == []
+
+    config = compound_phi2.get_config()
+    config.data.data_dir = str(data_dir)
+    recorded = complexity.analyse(train.resolve(config)[2])
+    assert (out["params"], out["macs"], out["activations"]) == (recorded.params, recorded.macs, recorded.activations)
+    text = launch(*args, "--noxla").stdout
+    assert "10,717,938" in text and "56.43M" in text and "classes 10" in text
+
+
+def test_info_of_an_unprepared_dataset_uses_its_metadata(tmp_path):
+    """ImageNet is not prepared (nor downloadable) here: its 1000 classes still come from TFDS."""
+    args = ["--config", "configs/efficientnet.py:b0", f"--config.data.data_dir={tmp_path}", "--mode=info", "--json"]
+    out = json.loads(launch(*args, "--noxla").stdout)
+    # Keras' EfficientNetB0(weights=None) has 5,288,548 trainable parameters.
+    assert (out["num_classes"], out["params"]) == (1000, 5_288_548)
+    assert out["sources"]["num_classes"] == "the TFDS metadata of imagenet2012"
+    assert out["sources"]["width"] == "preset b0"
+    assert list(tmp_path.iterdir()) == []
+    out = json.loads(launch(*args, "--noxla", "--config.model.num_classes=1000").stdout)
+    assert out["num_classes"] == 1000 and out["sources"]["num_classes"] == "model.num_classes"
+    # As in training, a class count the dataset contradicts is an error.
+    proc = launch(*args, "--noxla", "--config.model.num_classes=7", check=False)
+    assert proc.returncode == 2 and "effscale: error: model.num_classes=7 but imagenet2012 has 1000" in proc.stderr
+
+
+@pytest.mark.parametrize("mode", ["status", "collect", "plot"])
+def test_sweep_modes_on_a_single_run_config_say_what_they_take(mode, tmp_path):
+    proc = launch("--config", "configs/compound_phi2.py", f"--workdir={tmp_path}", f"--mode={mode}", check=False)
+    assert proc.returncode == 2
+    assert f"effscale: error: --mode={mode} takes a sweep config (configs/sweeps/" in proc.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -5,7 +5,7 @@
     python launch.py --config configs/transfer/finetune.py:b3 --config.init.weights=tf_efficientnet_b3.safetensors \
         --config.init.timm_arch=tf_efficientnet_b3 --config.data.name=cifar10
 
-The recipe of Keras' fine-tuning guide (seed 000): the pretrained base with its 1000-way top
+The recipe of Keras' transfer-learning and fine-tuning guide: the pretrained base with its 1000-way top
 dropped, pooling -> dropout -> a dense layer for the dataset's classes. Phase 1 trains the head
 alone on the frozen base; phase 2 (a fresh optimizer, 10x lower learning rate) also trains
 block6a and everything after it. BatchNorms of the base stay in inference mode throughout
@@ -29,7 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     scaling.preset(a["preset"])  # fails early on an unknown preset
     c = default.get_config()
     c.model.preset = a["preset"].lower()
-    c.model.pooling = "avg"  # 'max' is seed 003's choice
+    c.model.pooling = "avg"  # as Keras' guide; configs/transfer/fmnist_split.py uses 'max'
     c.model.dropout = 0.2
     c.data.name = a["dataset"]
     c.init.source = "auto"

@@ -61,7 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = default.get_config()
     m = c.model
     m.preset, m.resolution = "b0", 32  # width / depth 1.0: B0's structure, small images
-    m.pooling, m.dropout = "max", 0.2  # seed 003's head
+    m.pooling, m.dropout = "max", 0.2  # a max-pooling head (configs/transfer/finetune.py keeps Keras' 'avg')
     m.drop_path = 0.1
     # Short, fast-moving runs: with the paper's 0.99 the running statistics lag the weights and
     # evaluation collapses to chance (measured: top-1 0.20 at step 200 with train accuracy 0.76);

@@ -1,17 +1,19 @@
-"""One framework's measurement, run in a process of its own by `effscale.bench`.
+"""One framework's measurement, run in a process of its own by benchmarks/train_step.py.
 
-    python -m effscale.bench_workers '<json job>'
+    python benchmarks/workers.py '<json job>'
 
 The job names the framework, the workload (resolution, batch, classes, steps) and, for
 effscale, the resolved model / train config. The worker prints one JSON line prefixed
 with RESULT: train and inference step times, compile (first-step) time, XLA's memory
 figures where there are any, and the process's peak RSS after the train phase and at
 the end. A process of its own per framework keeps peak RSS honest (nothing else lives
-in it) and lets the parent alternate frameworks round-robin.
+in it) and lets the parent alternate frameworks round-robin. Process settings (XLA flags,
+huge pages) arrive in the environment the parent starts it with.
 
 Each worker times the step a user of that framework would write for the official
 recipe: RMSProp with momentum, L2 weight decay, label-smoothed cross-entropy, an
-exponential moving average of the weights and BatchNorm in training mode.
+exponential moving average of the weights and BatchNorm in training mode, with the
+same timing loop (`measure`) for every framework.
 """
 
 from __future__ import annotations
@@ -25,9 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-# Imported lazily per framework, so a worker's peak RSS holds only its own framework.
-FRAMEWORKS = ("effscale", "torch_cl", "torch", "keras_tf", "keras_jax")
-SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
+# Frameworks are imported inside their runner, so a worker's peak RSS holds only its own framework.
 
 
 def peak_rss_bytes() -> int:
@@ -35,7 +35,7 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def time_steps(step: Callable[[], None], warmup: int, steps: int, max_seconds: float) -> tuple[list[float], float]:
+def time_steps(step: Callable[[], Any], warmup: int, steps: int, max_seconds: float) -> tuple[list[float], float]:
     """Runs `step` (which must block until its result is ready) and returns per-step seconds after warm-up.
 
     The first call's time is returned separately: it holds compilation / tracing for the
@@ -63,16 +63,27 @@ def _summary(times: list[float], batch: int) -> dict[str, Any]:
     return {"step_s": med, "images_per_s": batch / med, "steps_timed": len(times), "step_times_s": times}
 
 
-def _time_train(out: dict[str, Any], train_once: Callable[[], None], job: dict[str, Any], batch: int) -> bool:
-    """Times the train phase into `out` (the same for every framework); True when the job is train-only."""
+def measure(
+    out: dict[str, Any],
+    job: dict[str, Any],
+    train_once: Callable[[], Any],
+    make_infer: Callable[[], Callable[[], Any]],
+) -> dict[str, Any]:
+    """Times the train phase, then (unless train-only) the inference phase, into `out`; the same for every framework.
+
+    `make_infer` is called between the phases: it may hand the train state over to inference
+    and compile, outside the timed steps.
+    """
+    batch = job["batch"]
     times, first = time_steps(train_once, job["warmup"], job["steps"], job["max_seconds"])
     out["train"] = _summary(times, batch)
     out["train_first_step_s"] = first
     out["peak_rss_after_train_bytes"] = peak_rss_bytes()
-    if job.get("train_only"):
-        out["peak_rss_bytes"] = peak_rss_bytes()
-        return True
-    return False
+    if not job.get("train_only"):
+        times, _ = time_steps(make_infer(), 2, job["steps"], job["max_seconds"])
+        out["infer"] = _summary(times, batch)
+    out["peak_rss_bytes"] = peak_rss_bytes()
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -81,10 +92,6 @@ def _time_train(out: dict[str, Any], train_once: Callable[[], None], job: dict[s
 
 def run_effscale(job: dict[str, Any]) -> dict[str, Any]:
     """The trainer's own train step (effscale.train.train_step) and a jitted inference forward."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    if job.get("scheduler_flag", True) and SCHEDULER_FLAG not in flags:
-        # Same as launch.py: must be set before jax is imported.
-        os.environ["XLA_FLAGS"] = f"{flags} {SCHEDULER_FLAG}=false".strip()
     import functools
 
     import jax
@@ -92,7 +99,7 @@ def run_effscale(job: dict[str, Any]) -> dict[str, Any]:
     import ml_collections
     import numpy as np
 
-    from effscale import model, optim, spec, train
+    from effscale import host, model, optim, spec, train
 
     model_cfg = ml_collections.ConfigDict(job["model"])
     train_cfg = ml_collections.ConfigDict(job["train"])
@@ -102,7 +109,7 @@ def run_effscale(job: dict[str, Any]) -> dict[str, Any]:
     lr = optim.schedule(train_cfg, 1000, 100_000)
     tx = optim.create(train_cfg, lr)
     b, r = job["batch"], net.resolution
-    fn = functools.partial(
+    step = functools.partial(
         train.train_step,
         module=module,
         tx=tx,
@@ -129,51 +136,34 @@ def run_effscale(job: dict[str, Any]) -> dict[str, Any]:
         "label": jnp.asarray(rng.integers(0, net.num_classes, (b,), np.int32)),
     }
     # Donating the state as the trainer does: XLA updates it in place (less memory, fewer copies).
-    jitted = jax.jit(fn, donate_argnums=0)
     t0 = time.perf_counter()
-    lowered = jitted.lower(state, batch)
-    compiled = lowered.compile()
+    compiled = jax.jit(step, donate_argnums=0).lower(state, batch).compile()
     out["train_compile_s"] = time.perf_counter() - t0
     out["train_memory"] = _memory_analysis(compiled)
     out["rss_after_compile_bytes"] = peak_rss_bytes()
     if job.get("malloc_trim"):
-        # The compiler's freed heap stays in glibc's arenas (counted in RSS) unless handed back.
-        import ctypes
+        host.return_freed_memory()  # as the trainer does after compiling
+    holder = {"state": state}
 
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    if job.get("compile_only"):
-        infer = jax.jit(lambda v, x: module.apply(v, x, train=False))
-        variables = {"params": state.params, "batch_stats": state.batch_stats}
+    def compile_infer() -> Callable[[], Any]:
+        s = holder.pop("state")
+        variables = {"params": s.params, "batch_stats": s.batch_stats}
         t0 = time.perf_counter()
-        ic = infer.lower(variables, batch["image"]).compile()
+        infer = jax.jit(lambda v, x: module.apply(v, x, train=False)).lower(variables, batch["image"]).compile()
         out["infer_compile_s"] = time.perf_counter() - t0
-        out["infer_memory"] = _memory_analysis(ic)
+        out["infer_memory"] = _memory_analysis(infer)
+        return lambda: infer(variables, batch["image"]).block_until_ready()
+
+    if job.get("compile_only"):
+        compile_infer()
         out["peak_rss_bytes"] = peak_rss_bytes()
         return out
 
-    holder = {"state": state}
-
     def train_once() -> None:
-        new_state, metrics = compiled(holder["state"], batch)
-        jax.block_until_ready((new_state, metrics))
-        holder["state"] = new_state
+        holder["state"], metrics = compiled(holder["state"], batch)
+        jax.block_until_ready((holder["state"], metrics))
 
-    if _time_train(out, train_once, job, b):
-        return out
-
-    state = holder.pop("state")
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    infer = jax.jit(lambda v, x: module.apply(v, x, train=False))
-    t0 = time.perf_counter()
-    ic = infer.lower(variables, batch["image"]).compile()
-    out["infer_compile_s"] = time.perf_counter() - t0
-    out["infer_memory"] = _memory_analysis(ic)
-    times, _ = time_steps(
-        lambda: ic(variables, batch["image"]).block_until_ready(), 2, job["steps"], job["max_seconds"]
-    )
-    out["infer"] = _summary(times, b)
-    out["peak_rss_bytes"] = peak_rss_bytes()
-    return out
+    return measure(out, job, train_once, compile_infer)
 
 
 def _memory_analysis(compiled: Any) -> dict[str, int] | None:
@@ -195,21 +185,22 @@ def _memory_analysis(compiled: Any) -> dict[str, int] | None:
 def _torchvision_without_ops() -> None:
     """Lets `import timm` work with a torchvision whose C++ ops cannot load (a CUDA wheel beside CPU torch).
 
+    Unavoidable with PyPI alone: its Linux torchvision wheels are CUDA builds (the CPU builds are
+    on PyTorch's own package index), and next to a CPU-only torch their ops library fails to load.
     timm imports torchvision (for FrozenBatchNorm2d and data transforms) but EfficientNet needs
-    none of its C++ ops. PyPI's Linux torchvision wheels are CUDA builds; next to a CPU-only torch
-    their ops library fails to load, and torchvision's import then stops at registering fake
-    kernels for two ops it never defined. Declaring those two schemas first (no kernels) lets it
-    import; nothing here calls them.
+    none of its C++ ops; torchvision's import stops at registering fake kernels for two ops it
+    never defined. Declaring those two schemas first (no kernels) lets it import; nothing here
+    calls them. With a torchvision whose ops load, this only loads them.
     """
     import importlib.util
     import pathlib
 
     import torch
 
-    spec = importlib.util.find_spec("torchvision")
-    if spec is None or spec.origin is None:
+    found = importlib.util.find_spec("torchvision")
+    if found is None or found.origin is None:
         return
-    libs = sorted(pathlib.Path(spec.origin).parent.glob("_C*.so"))
+    libs = sorted(pathlib.Path(found.origin).parent.glob("_C*.so"))
     try:
         if libs:
             torch.ops.load_library(str(libs[0]))
@@ -232,13 +223,12 @@ def run_torch(job: dict[str, Any], channels_last: bool) -> dict[str, Any]:
     import timm
 
     if job.get("torch_threads"):
-        # torch's OpenMP threads spin at barriers: with another busy process on this 2-core machine,
-        # 2 threads can run 10-30x slower than 1, so the bench can pin the count.
+        # torch's OpenMP threads spin at barriers: with another busy process on a small machine,
+        # 2 threads can run many times slower than 1, so the benchmark can pin the count.
         torch.set_num_threads(job["torch_threads"])
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
-    if cuda:
-        channels_last = True
+    channels_last = channels_last or cuda
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     t = job["train_cfg"]
     net = timm.create_model(
@@ -275,6 +265,17 @@ def run_torch(job: dict[str, Any], channels_last: bool) -> dict[str, Any]:
             torch._foreach_lerp_(ema, [p.detach() for p in net.parameters()], 1.0 - t["ema_decay"])
         sync()
 
+    def make_infer() -> Callable[[], None]:
+        opt.zero_grad(set_to_none=True)
+        net.eval()
+
+        def infer_once() -> None:
+            with torch.inference_mode(), amp():
+                net(x)
+            sync()
+
+        return infer_once
+
     out: dict[str, Any] = {
         "platform": "gpu" if cuda else "cpu",
         "torch": torch.__version__,
@@ -282,20 +283,7 @@ def run_torch(job: dict[str, Any], channels_last: bool) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "channels_last": channels_last,
     }
-    if _time_train(out, train_once, job, b):
-        return out
-    opt.zero_grad(set_to_none=True)
-    net.eval()
-
-    def infer_once() -> None:
-        with torch.inference_mode(), amp():
-            net(x)
-        sync()
-
-    times, _ = time_steps(infer_once, 2, job["steps"], job["max_seconds"])
-    out["infer"] = _summary(times, b)
-    out["peak_rss_bytes"] = peak_rss_bytes()
-    return out
+    return measure(out, job, train_once, make_infer)
 
 
 # ---------------------------------------------------------------------------
@@ -304,8 +292,7 @@ def run_torch(job: dict[str, Any], channels_last: bool) -> dict[str, Any]:
 
 def run_keras(job: dict[str, Any], backend: str) -> dict[str, Any]:
     """keras.applications.EfficientNetB<N> trained with train_on_batch (RMSprop with EMA, label smoothing)."""
-    os.environ["KERAS_BACKEND"] = backend
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ["KERAS_BACKEND"] = backend  # Keras reads it once, on import: this process is the worker's own
     import keras
     import numpy as np
 
@@ -331,36 +318,26 @@ def run_keras(job: dict[str, Any], backend: str) -> dict[str, Any]:
     y = np.eye(n, dtype=np.float32)[rng.integers(0, n, b)]
     # Keras returns host scalars from train_on_batch / numpy from predict_on_batch: each call blocks.
     out: dict[str, Any] = {"platform": keras.backend.backend(), "keras": keras.__version__}
-    times, first = time_steps(lambda: net.train_on_batch(x, y), job["warmup"], job["steps"], job["max_seconds"])
-    out["train"] = _summary(times, b)
-    out["train_first_step_s"] = first
-    out["peak_rss_after_train_bytes"] = peak_rss_bytes()
-    if job.get("train_only"):
-        out["peak_rss_bytes"] = peak_rss_bytes()
-        return out
-    times, _ = time_steps(lambda: net.predict_on_batch(x), 2, job["steps"], job["max_seconds"])
-    out["infer"] = _summary(times, b)
-    out["peak_rss_bytes"] = peak_rss_bytes()
-    return out
+    return measure(out, job, lambda: net.train_on_batch(x, y), lambda: lambda: net.predict_on_batch(x))
 
 
-def run(job: dict[str, Any]) -> dict[str, Any]:
-    """Dispatches `job` to its framework's worker."""
-    fw = job["framework"]
-    if fw == "effscale":
-        return run_effscale(job)
-    if fw in ("torch", "torch_cl"):
-        return run_torch(job, channels_last=fw == "torch_cl")
-    if fw in ("keras_tf", "keras_jax"):
-        return run_keras(job, "tensorflow" if fw == "keras_tf" else "jax")
-    raise ValueError(f"Unknown framework {fw!r}: choose from {FRAMEWORKS}.")
+RUNNERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "effscale": run_effscale,
+    "torch_cl": lambda job: run_torch(job, channels_last=True),
+    "torch": lambda job: run_torch(job, channels_last=False),
+    "keras_tf": lambda job: run_keras(job, "tensorflow"),
+    "keras_jax": lambda job: run_keras(job, "jax"),
+}
 
 
 def main(argv: list[str]) -> None:
     """Entry point of a worker process: one JSON job in, one RESULT: JSON line out."""
     job = json.loads(argv[1])
+    runner = RUNNERS.get(job["framework"])
+    if runner is None:
+        raise ValueError(f"Unknown framework {job['framework']!r}: choose from {', '.join(RUNNERS)}.")
     # GLIBC_TUNABLES as this process started (effscale.host's huge pages, or not).
-    result = {"framework": job["framework"], "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""), **run(job)}
+    result = {"framework": job["framework"], "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""), **runner(job)}
     print("RESULT:" + json.dumps(result), flush=True)
 
 
