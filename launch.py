@@ -9,7 +9,8 @@ Without --workdir a run goes to runs/<config file name>[_<config argument>]. A s
 run with the same workdir resumes from its latest checkpoint. Multi-host: pass
 --multihost (or run under a launcher that sets JAX_COORDINATOR_ADDRESS, SLURM or
 Open MPI variables, or on a Cloud TPU slice); each process runs the same command.
-Exit status: 0 done, 1 the loss diverged, 2 a bad config or workdir, 128 + signal
+Exit status: 0 done, 1 the loss diverged, 2 a bad command line, config or workdir (one line
+`effscale: error: ...`, before JAX starts where the command line alone shows it), 128 + signal
 number after a save on SIGINT / SIGTERM (rerun to resume).
 """
 
@@ -22,7 +23,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from effscale import host
+from effscale import cli, host
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, optionally with an argument: file.py:arg.")
 _MODE = flags.DEFINE_enum(
@@ -50,26 +51,31 @@ _SWEEP_SHARD = flags.DEFINE_string(
     "Sweep configs (configs/sweeps/): run only share i/n of the points, 0 <= i < n; point k of the "
     "declared order belongs to shard k % n.",
 )
-flags.mark_flag_as_required("config")
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing (which loads the config file), a mistake in it one line and exit status 2."""
+    try:
+        return cli.parse_flags(argv, flags.FLAGS)
+    except cli.CommandLineError as e:
+        print(f"effscale: error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     config = _CONFIG.value
-    if "sweep" in config:  # configs/sweeps/*.py: named points over a base config
-        return _sweep(config, _MODE.value)
+    is_sweep = "sweep" in config  # configs/sweeps/*.py: named points over a base config
+    workdir = _WORKDIR.value or _default_workdir(is_sweep)
+    try:
+        cli.check_command(argv[1:], _MODE.value, is_sweep, _SWEEP_SHARD.value, workdir, bool(_WORKDIR.value))
+    except cli.CommandLineError as e:
+        print(f"effscale: error: {e}", file=sys.stderr)
+        return 2
+    if is_sweep:
+        return _sweep(config, _MODE.value, workdir)
     if _MODE.value == "info":
         return _info(config)
-    if _MODE.value in ("train", "eval"):
-        return _train_or_eval(config, _MODE.value)
-    # A single run's progress is its stderr and metrics.jsonl, its result its workdir's result.json.
-    print(
-        f"effscale: error: --mode={_MODE.value} takes a sweep config (configs/sweeps/*.py), not a single run's; "
-        "a single run's figures are in <workdir>/result.json (--mode=eval re-evaluates its checkpoint).",
-        file=sys.stderr,
-    )
-    return 2
+    return _train_or_eval(config, _MODE.value, workdir)
 
 
 def _info(config) -> int:
@@ -89,21 +95,20 @@ def _info(config) -> int:
     return 0
 
 
-def _default_workdir() -> str:
-    """runs/<config file stem>[_<argument>], e.g. runs/compound_phi2, runs/efficientnet_b0."""
+def _default_workdir(is_sweep: bool) -> str:
+    """runs/<config file stem>[_<argument>] (sweeps/... for a sweep), e.g. runs/compound_phi2, sweeps/width."""
     filename = config_flags.get_config_filename(flags.FLAGS["config"])
     path, _, arg = filename.partition(":")
     name = os.path.splitext(os.path.basename(path))[0]
     if arg:
         name += "_" + "".join(ch if ch.isalnum() or ch in ".-" else "_" for ch in arg)
-    return os.path.join("runs", name)
+    return os.path.join("sweeps" if is_sweep else "runs", name)
 
 
-def _sweep(config, mode: str) -> int:
+def _sweep(config, mode: str, workdir: str) -> int:
     """Every point of a sweep (or this process' --sweep_shard of them), its status, table or figures."""
     from effscale import sweep
 
-    workdir = _WORKDIR.value or os.path.join("sweeps", os.path.basename(_default_workdir()))
     if mode != "train":
         return sweep.main(config, workdir, mode, _SWEEP_SHARD.value)
     _start_jax()
@@ -144,13 +149,12 @@ def _quiet_libraries() -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)
 
 
-def _train_or_eval(config, mode: str) -> int:
+def _train_or_eval(config, mode: str, workdir: str) -> int:
     _start_jax()
     import jax
 
     from effscale import train
 
-    workdir = _WORKDIR.value or _default_workdir()
     try:
         run = train.train_and_evaluate if mode == "train" else train.evaluate
         out = run(config, workdir)
@@ -177,4 +181,4 @@ def _summary(record) -> str:
 
 if __name__ == "__main__":
     host.configure_process()  # XLA flags and huge pages: before jax's backend starts (may restart the process once)
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

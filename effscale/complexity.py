@@ -1,6 +1,6 @@
 """Analytic complexity of a `NetworkSpec`: parameters, multiply-adds, activations.
 
-Counted from the description itself (never from a hand-kept mirror of the model),
+Counted from the layer description (effscale.layers) that the model is built from,
 per image at the spec's resolution, in the paper's convention: multiply-adds of
 convolution and dense layers at their true output sizes ("FLOPs" in Table 2).
 Activations are the output elements of conv, dense and pooling layers (pycls'
@@ -15,6 +15,8 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
+from effscale import layers
+from effscale.layers import Layer
 from effscale.spec import BlockSpec, NetworkSpec
 
 
@@ -57,47 +59,42 @@ def batchnorm(channels: int) -> Cost:
     return Cost(params=2 * channels, bn_stats=2 * channels)
 
 
-def dense(c_in: int, c_out: int) -> Cost:
-    return Cost(params=c_in * c_out + c_out, macs=c_in * c_out, activations=c_out)
+def dense(c_in: int, c_out: int, bias: bool = True) -> Cost:
+    return Cost(params=c_in * c_out + (c_out if bias else 0), macs=c_in * c_out, activations=c_out)
 
 
 def global_pool(channels: int) -> Cost:
     return Cost(activations=channels)
 
 
+def layer(lay: Layer) -> Cost:
+    """One described layer (an 'se' layer: its parts; the gate's multiply is not counted, as in the paper)."""
+    kind = lay.kind
+    if kind == layers.CONV:
+        return conv2d(lay.size, lay.c_in, lay.c_out, lay.kernel, bias=lay.bias)
+    if kind == layers.DEPTHWISE:
+        return conv2d(lay.size, lay.c_in, lay.c_out, lay.kernel, groups=lay.c_in, bias=lay.bias)
+    if kind == layers.BN:
+        return batchnorm(lay.c_out)
+    if kind == layers.DENSE:
+        return dense(lay.c_in, lay.c_out, lay.bias)
+    if kind in (layers.AVG_POOL, layers.MAX_POOL):
+        return global_pool(lay.c_out)
+    return total(layer(p) for p in lay.parts)  # 'se'; dropout and drop path cost nothing
+
+
 def stem(spec: NetworkSpec) -> Cost:
-    return conv2d(spec.stem_resolution, spec.in_channels, spec.stem_channels, 3) + batchnorm(spec.stem_channels)
+    return total(layer(x) for x in layers.stem(spec))
 
 
 def block(b: BlockSpec) -> Cost:
     """One MBConv block: expand, depthwise, squeeze-excite, project."""
-    parts = []
-    if b.expand != 1:
-        parts += [conv2d(b.in_resolution, b.in_channels, b.expanded_channels, 1), batchnorm(b.expanded_channels)]
-    parts += [
-        conv2d(b.out_resolution, b.expanded_channels, b.expanded_channels, b.kernel, groups=b.expanded_channels),
-        batchnorm(b.expanded_channels),
-    ]
-    if b.se_channels:
-        parts += [
-            global_pool(b.expanded_channels),
-            conv2d(1, b.expanded_channels, b.se_channels, 1, bias=True),
-            conv2d(1, b.se_channels, b.expanded_channels, 1, bias=True),
-        ]
-    parts += [conv2d(b.out_resolution, b.expanded_channels, b.out_channels, 1), batchnorm(b.out_channels)]
-    return total(parts)
+    return total(layer(x) for x in layers.block(b))
 
 
 def head(spec: NetworkSpec) -> Cost:
     """Head conv, pooling and (with the top) the classifier."""
-    in_ch = spec.blocks[-1].out_channels if spec.blocks else spec.stem_channels
-    c = conv2d(spec.feature_resolution, in_ch, spec.head_channels, 1) + batchnorm(spec.head_channels)
-    if spec.pooling is not None:
-        c = c + global_pool(spec.head_channels)
-    if spec.include_top:
-        widths = (spec.head_channels, *spec.head_hidden, spec.num_classes)
-        c = total([c, *(dense(a, b) for a, b in zip(widths, widths[1:], strict=False))])
-    return c
+    return total(layer(x) for x in layers.head(spec))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,12 +145,11 @@ def xla_flops(spec: NetworkSpec, depthwise: str = "xla", batch: int = 1) -> floa
     import jax
     import jax.numpy as jnp
 
-    from effscale.model import EfficientNet
+    from effscale.model import EfficientNet, abstract_variables
 
     net = EfficientNet(spec, depthwise=depthwise)
     x = jax.ShapeDtypeStruct((batch, spec.resolution, spec.resolution, spec.in_channels), jnp.float32)
-    variables = jax.eval_shape(lambda: net.init(jax.random.key(0), jnp.zeros(x.shape, x.dtype)))
-    compiled = jax.jit(lambda v, im: net.apply(v, im, train=False)).lower(variables, x).compile()
+    compiled = jax.jit(lambda v, im: net.apply(v, im, train=False)).lower(abstract_variables(net), x).compile()
     analysis = compiled.cost_analysis()
     if isinstance(analysis, list):  # older jax returned one dict per device
         analysis = analysis[0]

@@ -1,9 +1,10 @@
 """Pure-functional flax.linen modules: squeeze-excite, MBConv and EfficientNet.
 
-The modules read a `NetworkSpec` (effscale.spec) and add only runtime choices:
-compute dtype, the depthwise, pointwise and BatchNorm implementations, and rematerialisation.
-Parameter and module names follow Keras applications (stem_conv, block2a_expand_conv,
-..., top_conv, predictions) so that imported weights map by name.
+The modules build the layers that `effscale.layers` describes for a `NetworkSpec` (names,
+kinds, channels, kernels, strides) and add only runtime choices: compute dtype, the depthwise,
+pointwise and BatchNorm implementations, and rematerialisation. Parameter and module names
+follow Keras applications (stem_conv, block2a_expand_conv, ..., top_conv, predictions) so that
+imported weights map by name.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from effscale import native
+from effscale import layers, native
+from effscale.layers import Layer
 from effscale.norm import NORM_IMPLS, norm_factory
 from effscale.spec import DTYPES, BlockSpec, NetworkSpec
 
@@ -205,7 +207,7 @@ class PointwiseDot(nn.Module):
 
     Same parameter ('kernel', shape (1, 1, in, out)) and mathematics as nn.Conv with a 1x1 kernel;
     XLA:CPU runs the dot_general (forward and both gradients) faster than the convolution it
-    lowers nn.Conv to (about 10% of a B0 train step, measured with effscale.bench).
+    lowers nn.Conv to (benchmarks/train_step.py measures it).
     """
 
     features: int
@@ -217,30 +219,85 @@ class PointwiseDot(nn.Module):
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
         # As a 2-D matmul over flattened pixels: the kernel gradient then contracts one axis of two 2-D
         # arrays, which XLA:CPU runs in place; contracting (N, H, W) of 4-D arrays, its dot canonicalisation
-        # made a transposed copy of the output gradient first (~15% of a B0 train step).
+        # made a transposed copy of the output gradient first.
         y = lax.dot_general(x.reshape(-1, x.shape[-1]), kernel[0, 0], (((1,), (0,)), ((), ())))
         return y.reshape(*x.shape[:-1], self.features)
 
 
-class SqueezeExcite(nn.Module):
-    """Global average pool -> 1x1 conv (bias) -> swish -> 1x1 conv (bias) -> sigmoid gate."""
+def _activate(x: jax.Array, act: str) -> jax.Array:
+    if act == "swish":
+        return nn.swish(x)
+    if act == "sigmoid":
+        return nn.sigmoid(x)
+    return x
 
-    reduced: int
+
+def _layer_runner(
+    dtype: Any,
+    pointwise: str = "conv",
+    depthwise: str = "shift",
+    norm: Callable[..., Callable[[jax.Array], jax.Array]] | None = None,
+    train: bool = False,
+    *,
+    zero_bn: str | None = None,
+    still: bool = False,
+    head_init: str = "uniform",
+) -> Callable[[Layer, jax.Array], jax.Array]:
+    """`run(layer, x)`: creates the described layer in the calling module's scope and applies it, activation included.
+
+    zero_bn: the BatchNorm whose scale starts at 0 (a residual block that starts as the identity);
+    still: stochastic depth off (the block's output BatchNorm is frozen).
+    """
+    conv = _conv_factory(dtype, pointwise)
+
+    def run(layer: Layer, x: jax.Array) -> jax.Array:
+        kind = layer.kind
+        if kind == layers.BN:
+            scale_init = nn.initializers.zeros if layer.name == zero_bn else nn.initializers.ones
+            return norm(layer.name, layer.act, scale_init)(x)  # the activation is part of the (fused) BatchNorm
+        if kind == layers.CONV:
+            x = conv(layer.c_out, layer.name, layer.kernel, layer.stride, layer.bias)(x)
+        elif kind == layers.DEPTHWISE:
+            x = DepthwiseConv(layer.kernel, layer.stride, depthwise, dtype, name=layer.name)(x)
+        elif kind == layers.SE:
+            x = SqueezeExcite(layer, dtype, name=layer.name)(x)
+        elif kind == layers.AVG_POOL:
+            x = jnp.mean(x, axis=(1, 2))
+        elif kind == layers.MAX_POOL:
+            x = jnp.max(x, axis=(1, 2))
+        elif kind == layers.DENSE:
+            init = {"kernel_init": _head_init(head_init)} if layer.name == layers.HEAD_MODULE else {}
+            x = nn.Dense(layer.c_out, dtype=dtype, name=layer.name, **init)(x)
+        elif kind == layers.DROPOUT:
+            x = nn.Dropout(layer.rate, deterministic=not train, name=layer.name)(x)
+        elif kind == layers.DROP_PATH:
+            # Per-sample stochastic depth: drop the whole residual branch, rescale the kept ones.
+            x = nn.Dropout(layer.rate, broadcast_dims=(1, 2, 3), deterministic=not train or still, name=layer.name)(x)
+        else:
+            raise ValueError(f"Unknown layer kind {kind!r}: choose one of {layers.KINDS}.")
+        return _activate(x, layer.act)
+
+    return run
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-excite as `layer` (kind 'se') describes it: the input times the output of its parts."""
+
+    layer: Layer
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        conv = lambda features, name: nn.Conv(  # noqa: E731
-            features, (1, 1), use_bias=True, kernel_init=conv_kernel_init, dtype=self.dtype, name=name
-        )
-        s = jnp.mean(x, axis=(1, 2), keepdims=True)
-        s = nn.swish(conv(self.reduced, "se_reduce")(s))
-        s = nn.sigmoid(conv(x.shape[-1], "se_expand")(s))
+        run = _layer_runner(self.dtype)
+        s = x
+        for part in self.layer.parts:
+            # The squeeze keeps 1x1 spatial dims: the gate comes from convolutions and broadcasts back over x.
+            s = jnp.mean(s, axis=(1, 2), keepdims=True) if part.kind == layers.AVG_POOL else run(part, s)
         return x * s
 
 
 class MBConv(nn.Module):
-    """Mobile inverted bottleneck with squeeze-excite and stochastic depth."""
+    """Mobile inverted bottleneck with squeeze-excite and stochastic depth: the layers `layers.block` describes."""
 
     block: BlockSpec
     bn_momentum: float = 0.99
@@ -255,43 +312,39 @@ class MBConv(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         b = self.block
+        described = layers.block(b)
+        last_bn = [layer.name for layer in described if layer.kind == layers.BN][-1]  # ends the residual branch
         norm = norm_factory(self.norm, train, self.bn_momentum, self.bn_epsilon, self.dtype, self.frozen_bn)
-        conv1x1 = _conv_factory(self.dtype, self.pointwise)
-        inputs = x
-        if b.expand != 1:
-            x = norm("expand_bn")(conv1x1(b.expanded_channels, "expand_conv")(x))
-        x = DepthwiseConv(b.kernel, b.stride, self.depthwise, self.dtype, name="dwconv")(x)
-        x = norm("bn")(x)
-        if b.se_channels:
-            x = SqueezeExcite(b.se_channels, self.dtype, name="se")(x)
-        zero_gamma = b.residual and self.residual_bn_init == "zeros"
-        x = norm("project_bn", "none", nn.initializers.zeros if zero_gamma else nn.initializers.ones)(
-            conv1x1(b.out_channels, "project_conv")(x)
+        run = _layer_runner(
+            self.dtype,
+            self.pointwise,
+            self.depthwise,
+            norm,
+            train,
+            zero_bn=last_bn if b.residual and self.residual_bn_init == "zeros" else None,
+            # Like Keras' base(training=False), a block whose output BatchNorm is frozen (transfer learning)
+            # gives the same features in training as in evaluation: no stochastic depth.
+            still=last_bn in self.frozen_bn,
         )
-        if b.residual:
-            if b.drop_path > 0:
-                # Per-sample stochastic depth: drop the whole residual branch, rescale the kept ones. Not in a
-                # block whose output BatchNorm is frozen (transfer learning): like Keras' base(training=False),
-                # a frozen block gives the same features in training as in evaluation.
-                frozen = "project_bn" in self.frozen_bn
-                x = nn.Dropout(b.drop_path, broadcast_dims=(1, 2, 3), deterministic=not train or frozen, name="drop")(x)
-            x = x + inputs
-        return x
+        inputs = x
+        for layer in described:
+            x = run(layer, x)
+        return x + inputs if b.residual else x
 
 
 def _conv_factory(dtype: Any, pointwise: str = "conv") -> Callable[..., nn.Module]:
     if pointwise not in POINTWISE_IMPLS:
         raise ValueError(f"Unknown pointwise implementation {pointwise!r}: choose one of {POINTWISE_IMPLS}.")
 
-    def conv(features: int, name: str, kernel: int = 1, stride: int = 1) -> nn.Module:
-        if kernel == 1 and stride == 1 and pointwise == "dot":
+    def conv(features: int, name: str, kernel: int = 1, stride: int = 1, bias: bool = False) -> nn.Module:
+        if kernel == 1 and stride == 1 and not bias and pointwise == "dot":
             return PointwiseDot(features, dtype, name=name)
         return nn.Conv(
             features,
             (kernel, kernel),
             strides=stride,
             padding="SAME",
-            use_bias=False,
+            use_bias=bias,
             kernel_init=conv_kernel_init,
             dtype=dtype,
             name=name,
@@ -310,7 +363,7 @@ def _remat_block(policy: str) -> type[MBConv]:
 
 
 class EfficientNet(nn.Module):
-    """EfficientNet described by `spec`.
+    """EfficientNet described by `spec`: the layers of `layers.network(spec)`.
 
     Returns float32 logits when `spec.include_top`; otherwise pooled features
     (pooling 'avg' / 'max') or the unpooled head feature map (pooling None).
@@ -332,9 +385,10 @@ class EfficientNet(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         s = self.spec
         norm = norm_factory(self.norm, train, s.bn_momentum, s.bn_epsilon, self.dtype, self.frozen_bn)
-        conv = _conv_factory(self.dtype, self.pointwise)
+        run = _layer_runner(self.dtype, self.pointwise, self.depthwise, norm, train, head_init=self.head_init)
         x = x.astype(self.dtype)
-        x = norm("stem_bn")(conv(s.stem_channels, "stem_conv", kernel=3, stride=2)(x))
+        for layer in layers.stem(s):
+            x = run(layer, x)
         block_cls = _remat_block(self.remat)
         for b in s.blocks:
             local = frozenset(p.split("/", 1)[1] for p in self.frozen_bn if p.startswith(b.name + "/"))
@@ -350,17 +404,8 @@ class EfficientNet(nn.Module):
                 self.norm,
                 name=b.name,
             )(x, train)
-        x = norm("top_bn")(conv(s.head_channels, "top_conv")(x))
-        if s.pooling is None:
-            return x.astype(jnp.float32)
-        x = jnp.mean(x, axis=(1, 2)) if s.pooling == "avg" else jnp.max(x, axis=(1, 2))
-        if not s.include_top:
-            return x.astype(jnp.float32)
-        for k, features in enumerate(s.head_hidden, start=1):
-            x = nn.swish(nn.Dense(features, dtype=self.dtype, name=f"head_dense{k}")(x))
-        if s.dropout > 0:
-            x = nn.Dropout(s.dropout, deterministic=not train, name="top_dropout")(x)
-        x = nn.Dense(s.num_classes, kernel_init=_head_init(self.head_init), dtype=self.dtype, name="predictions")(x)
+        for layer in layers.head(s):
+            x = run(layer, x)
         return x.astype(jnp.float32)
 
 
@@ -400,13 +445,11 @@ def check_runtime(model_config: Any) -> None:
 def default_depthwise(platform: str | None = None) -> str:
     """On CPU effscale's own kernels ('native') where they build, else 'shift_vjp'; XLA's grouped convolution elsewhere.
 
-    XLA:CPU lowers the grouped convolution's backward pass as a dense one (jax #13800). Measured
-    on B0 train steps (2-core CPU, images/s, effscale.bench --variants default,depthwise=shift_vjp):
-    native vs shift_vjp 35.5 vs 24.7 at 224 px / batch 32, 1152 vs 914 at 32 px / batch 128; of the
-    two shifted forms, the hand-written backward keeps one activation per layer instead of k * k tap
-    windows (14.6 vs 13.1, 767 vs 725, before huge pages). With several
-    local devices 'native' is not chosen: XLA cannot split its custom calls over a batch-sharded
-    mesh and would gather every activation to each device.
+    XLA:CPU lowers the grouped convolution's backward pass as a dense one (jax #13800). On B0
+    train steps 'native' is the fastest and 'shift_vjp' the fastest pure-JAX form (its hand-written
+    backward keeps one activation per layer instead of k * k tap windows); benchmarks/train_step.py
+    compares them. With several local devices 'native' is not chosen: XLA cannot split its custom
+    calls over a batch-sharded mesh and would gather every activation to each device.
     """
     platform = platform or jax.default_backend()
     if platform != "cpu":
@@ -421,7 +464,7 @@ def default_pointwise(platform: str | None = None) -> str:
 
 
 def default_norm(platform: str | None = None) -> str:
-    """'fused' on CPU (measured: faster and smaller, see effscale.norm); flax's BatchNorm elsewhere (unmeasured)."""
+    """'fused' on CPU (faster and smaller there, see effscale.norm); flax's BatchNorm elsewhere (not measured)."""
     platform = platform or jax.default_backend()
     return "fused" if platform == "cpu" else "flax"
 

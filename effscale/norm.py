@@ -6,9 +6,9 @@ statistics, the normalised value, the sigmoid, each of their gradients), and kee
 full-size intermediates for the backward pass. `batch_norm_act` computes the same function,
 keeps only its input and per-channel statistics, and writes the backward pass as two passes:
 one pair of per-channel reductions (sum of dz, sum of dz * xhat) and one elementwise pass for dx,
-recomputing the normalised value and the sigmoid on the way. On a 2-core CPU that halves the
-time of a BatchNorm + swish forward and backward (B0 at 224 px: 216 -> 116 ms for block2a's
-expand BN), and the memory it holds.
+recomputing the normalised value and the sigmoid on the way. On CPU that makes a BatchNorm +
+swish forward and backward markedly faster (benchmarks/train_step.py measures it), and it holds
+less memory.
 
 `BatchNormAct` is a drop-in for `nn.BatchNorm` + activation: the same variables (params
 'scale', 'bias' in float32; batch_stats 'mean', 'var'), the same fast-variance statistics

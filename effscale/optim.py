@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from effscale import layers
+
 OPTIMIZERS = ("rmsprop", "sgd", "adamw")
 SCHEDULES = ("exponential", "cosine", "constant")
 
@@ -64,14 +66,11 @@ def schedule(train: Any, steps_per_epoch: int, total_steps: int) -> optax.Schedu
 
 
 def decay_mask(params: Any) -> Any:
-    """True for every parameter that takes weight decay: all but BatchNorm's scale and bias.
-
-    BatchNorm modules are the ones named '*bn' (stem_bn, expand_bn, bn, project_bn, top_bn).
-    """
+    """True for every parameter that takes weight decay: all but BatchNorm's scale and bias."""
 
     def is_decayed(path: tuple[Any, ...], _: Any) -> bool:
-        names = [getattr(k, "key", str(k)) for k in path]
-        return not (len(names) >= 2 and str(names[-2]).endswith("bn"))
+        modules = [str(getattr(k, "key", k)) for k in path[:-1]]
+        return not (modules and layers.is_batchnorm(modules))
 
     return jax.tree_util.tree_map_with_path(is_decayed, params)
 

@@ -3,7 +3,9 @@
 Every function takes rows (dicts, as from `results.collect` / `results.read_table`) and
 returns a `matplotlib.figure.Figure` built without pyplot (no global figure state, any
 backend: files here, inline in a notebook). `plot_all` writes every figure the rows support
-as PNG and SVG. Top-1 is shown in percent (a table holding fractions is scaled by 100).
+as PNG and SVG. Accuracies in the table are fractions; the figures show them in percent.
+Repeated runs of one point (rows with the same sweep and point, e.g. several seeds) are drawn
+as their mean with standard-deviation error bars on lines and bars.
 
 - `top1_vs(rows, 'macs')`: top-1 against multiply-adds (log x), one line per series, with the
   fitted saturating curve (solid over the data, dashed where extrapolated). Figure 3 as an
@@ -19,6 +21,7 @@ as PNG and SVG. Top-1 is shown in percent (a table holding fractions is scaled b
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -31,6 +34,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from effscale import fit as fitting
+from effscale.units import si
 
 Row = Mapping[str, Any]
 
@@ -54,6 +58,7 @@ X_AXES: dict[str, tuple[str, Callable[[Row], float | None]]] = {
     ),
 }
 EXTRAPOLATE = 4.0  # fitted curves continue to this multiple of the largest x, dashed
+PERCENT = 100.0  # table accuracies are fractions
 
 
 def _num(v: Any) -> float | None:
@@ -70,13 +75,6 @@ def accuracy_key(rows: Sequence[Row]) -> str:
     if finished and all(_num(r.get("ema_top1")) is not None for r in finished):
         return "ema_top1"
     return "top1"
-
-
-def _scale(rows: Sequence[Row], key: str) -> float:
-    """100 when the column holds fractions, so the axis reads in percent."""
-    values = [_num(r.get(key)) for r in rows]
-    values = [v for v in values if v is not None]
-    return 100.0 if values and max(values) <= 1.0 else 1.0
 
 
 def finished(rows: Sequence[Row], key: str | None = None) -> list[Row]:
@@ -105,6 +103,33 @@ def series_of(rows: Sequence[Row]) -> dict[str, list[Row]]:
     return _grouped(rows, lambda r: str(r.get("series") or r.get("strategy") or "?"))
 
 
+@dataclasses.dataclass(frozen=True)
+class Mean:
+    """One point of a figure: the mean x and top-1 (percent) of its runs, the runs' standard deviation."""
+
+    x: float
+    top1: float
+    std: float  # sample standard deviation over the runs; 0 for a single run
+    runs: int
+    row: Row  # the first run's row (for labels)
+
+
+def point_means(rows: Sequence[Row], x_of: Callable[[Row], float | None], key: str) -> list[Mean]:
+    """The rows with an x and an accuracy, one `Mean` per (sweep, point), in order of x."""
+    groups: dict[Any, list[tuple[float, float, Row]]] = {}
+    for k, r in enumerate(rows):
+        x, y = _num(x_of(r)), _num(r.get(key))
+        if x and y is not None:
+            name = (r.get("sweep"), r.get("point")) if r.get("point") is not None else k
+            groups.setdefault(name, []).append((x, PERCENT * y, r))
+    means = []
+    for runs in groups.values():
+        xs, ys = np.array([v[0] for v in runs]), np.array([v[1] for v in runs])
+        std = float(ys.std(ddof=1)) if len(runs) > 1 else 0.0
+        means.append(Mean(float(xs.mean()), float(ys.mean()), std, len(runs), runs[0][2]))
+    return sorted(means, key=lambda m: (m.x, m.top1))
+
+
 def _color(name: str, k: int) -> str:
     """The strategy's own colour, else the k-th of the cycle."""
     return STRATEGY_COLORS.get(name, _CYCLE[k % len(_CYCLE)])
@@ -115,29 +140,32 @@ def _line(
     rows: Sequence[Row],
     x_of: Callable[[Row], float | None],
     key: str,
-    scale: float,
     label: str,
     color: str,
     x_max: float | None,
     with_fit: bool = True,
-) -> fitting.Saturating | None:
-    """One series: points joined in x order, plus its fitted curve and extrapolation."""
-    pts = sorted((x, _num(r.get(key)) * scale) for r in rows if (x := _num(x_of(r))) and _num(r.get(key)) is not None)
-    if not pts:
-        return None
-    xs, ys = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
-    curve = fitting.fit_saturating(xs, ys, a_max=100.0) if with_fit else None
+) -> tuple[list[Mean], fitting.Saturating | None]:
+    """One series: points joined in x order (error bars over repeated runs), its fitted curve and extrapolation."""
+    means = point_means(rows, x_of, key)
+    if not means:
+        return means, None
+    xs, ys = np.array([m.x for m in means]), np.array([m.top1 for m in means])
+    curve = fitting.fit_saturating(xs, ys, a_max=PERCENT) if with_fit else None
     if curve is not None:
         # Three points fix three parameters exactly: the ceiling means little then.
         label += f"  (fit: -> {curve.a:.1f})" if _ceiling_known(curve) else "  (fit)"
-    ax.plot(xs, ys, "o-", color=color, label=label, lw=1.2, ms=4, alpha=0.9 if curve is None else 0.6)
+    style = dict(color=color, label=label, lw=1.2, ms=4, alpha=0.9 if curve is None else 0.6)
+    if any(m.runs > 1 for m in means):
+        ax.errorbar(xs, ys, yerr=[m.std for m in means], fmt="o-", capsize=3, **style)
+    else:
+        ax.plot(xs, ys, "o-", **style)
     if curve is not None:
         inside = np.geomspace(xs.min(), xs.max(), 60)
         ax.plot(inside, curve(inside), "-", color=color, lw=2)
         if x_max and x_max > xs.max():
             beyond = np.geomspace(xs.max(), x_max, 40)
             ax.plot(beyond, curve(beyond), "--", color=color, lw=1.5)
-    return curve
+    return means, curve
 
 
 def _ceiling_known(curve: fitting.Saturating | None) -> bool:
@@ -148,7 +176,7 @@ def _ceiling_known(curve: fitting.Saturating | None) -> bool:
 def _log_x(ax: Axes) -> None:
     """Log x axis with short SI labels (3M, 10M) and no crowded minor labels."""
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _si(v)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: si(v)))
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
@@ -157,13 +185,12 @@ def top1_vs(rows: Sequence[Row], x: str = "macs", title: str = "", fit: bool = T
     xlabel, x_of = X_AXES[x]
     key = accuracy_key(rows)
     rows = finished(rows, key)
-    scale = _scale(rows, key)
     fig = Figure(figsize=(6.4, 4.4), layout="constrained")
     ax = fig.add_subplot()
     xs = [v for r in rows if (v := _num(x_of(r)))]
     x_max = max(xs) * EXTRAPOLATE if xs else None
     for k, (name, group) in enumerate(series_of(rows).items()):
-        _line(ax, group, x_of, key, scale, name, _color(name, k), x_max, fit)
+        _line(ax, group, x_of, key, name, _color(name, k), x_max, fit)
     _decorate(ax, xlabel, key, title or f"top-1 against {xlabel}")
     return fig
 
@@ -182,7 +209,6 @@ def panels(rows: Sequence[Row], by: str = "strategy", title: str = "") -> Figure
     """Top-1 against multiply-adds, one panel per `by` value (Figure 3's three panels), shared y."""
     key = accuracy_key(rows)
     rows = finished(rows, key)
-    scale = _scale(rows, key)
     groups = _grouped(rows, lambda r: str(r.get(by) or "?"))
     n = max(1, len(groups))
     fig = Figure(figsize=(3.6 * n, 3.8), layout="constrained")
@@ -190,11 +216,11 @@ def panels(rows: Sequence[Row], by: str = "strategy", title: str = "") -> Figure
     x_of = X_AXES["macs"][1]
     for k, (ax, (name, group)) in enumerate(zip(axes, groups.items(), strict=False)):
         x_max = max(_num(r["macs"]) for r in group) * EXTRAPOLATE
-        curve = _line(ax, group, x_of, key, scale, name, _color(name, k), x_max)
-        for r in group:
+        means, curve = _line(ax, group, x_of, key, name, _color(name, k), x_max)
+        for m in means:
             ax.annotate(
-                _point_label(r, name),
-                (_num(r["macs"]), _num(r[key]) * scale),
+                _point_label(m.row, name),
+                (m.x, m.top1),
                 fontsize=6,
                 textcoords="offset points",
                 xytext=(3, -8),
@@ -222,7 +248,6 @@ def equal_flops(rows: Sequence[Row], title: str = "") -> Figure:
     """Top-1 per strategy at each multiply-add budget (rows with 'target_macs'), with achieved MACs."""
     key = accuracy_key(rows)
     rows = [r for r in finished(rows, key) if _num(r.get("target_macs"))]
-    scale = _scale(rows, key)
     budgets = sorted({_num(r["target_macs"]) for r in rows})
     strategies = list(dict.fromkeys(str(r.get("strategy")) for r in rows))
     fig = Figure(figsize=(1.6 + 1.9 * max(1, len(budgets)), 4.2), layout="constrained")
@@ -233,19 +258,17 @@ def equal_flops(rows: Sequence[Row], title: str = "") -> Figure:
             match = [r for r in rows if r.get("strategy") == s and _num(r["target_macs"]) == budget]
             if not match:
                 continue
-            r = match[0]
+            m = point_means(match, X_AXES["macs"][1], key)[0]
             xpos = j + (k - (len(strategies) - 1) / 2) * width
-            top1 = _num(r[key]) * scale
-            ax.bar(xpos, top1, width * 0.95, color=_color(s, k), label=s if j == 0 else None)
-            ax.annotate(
-                f"{top1:.1f}\n{_num(r['macs']) / budget:.2f}x", (xpos, top1), ha="center", va="bottom", fontsize=6
-            )
-    values = [_num(r[key]) * scale for r in rows]
+            yerr = m.std if m.runs > 1 else None
+            ax.bar(xpos, m.top1, width * 0.95, yerr=yerr, capsize=3, color=_color(s, k), label=s if j == 0 else None)
+            ax.annotate(f"{m.top1:.1f}\n{m.x / budget:.2f}x", (xpos, m.top1), ha="center", va="bottom", fontsize=6)
+    values = [_num(r[key]) * PERCENT for r in rows]
     if values:
         lo, hi = min(values), max(values)
         pad = max(1.0, (hi - lo) * 0.6)
         ax.set_ylim(lo - pad, hi + pad)
-    ax.set_xticks(range(len(budgets)), [f"{_si(b)} MACs" for b in budgets])
+    ax.set_xticks(range(len(budgets)), [f"{si(b)} MACs" for b in budgets])
     ax.set_ylabel(("EMA " if key.startswith("ema") else "") + "top-1 accuracy (%)")
     ax.set_title(title or "equal multiply-adds: which dimension to scale (label: top-1, achieved / budget)", fontsize=9)
     ax.grid(True, axis="y", alpha=0.3)
@@ -270,12 +293,11 @@ def pareto(rows: Sequence[Row], x: str = "macs", title: str = "") -> Figure:
     xlabel, x_of = X_AXES[x]
     key = accuracy_key(rows)
     rows = finished(rows, key)
-    scale = _scale(rows, key)
     fig = Figure(figsize=(6.4, 4.4), layout="constrained")
     ax = fig.add_subplot()
     pts = []
     for k, (name, group) in enumerate(series_of(rows).items()):
-        named = [(v, _num(r[key]) * scale, r.get("point")) for r in group if (v := _num(x_of(r)))]
+        named = [(v, _num(r[key]) * PERCENT, r.get("point")) for r in group if (v := _num(x_of(r)))]
         pts += named
         xy = [(c, a) for c, a, _ in named]
         if xy:
@@ -332,15 +354,14 @@ def abg_ranking(rows: Sequence[Row], title: str = "") -> Figure:
     """Top-1 of each (alpha, beta, gamma) candidate at phi = 1, best first, with its real MACs."""
     key = accuracy_key(rows)
     rows = sorted(finished(rows, key), key=lambda r: -_num(r[key]))
-    scale = _scale(rows, key)
     fig = Figure(figsize=(6.4, 1.2 + 0.28 * max(1, len(rows))), layout="constrained")
     ax = fig.add_subplot()
     labels = [str(r.get("point", "")).removeprefix("abg-") for r in rows]
-    values = [_num(r[key]) * scale for r in rows]
+    values = [_num(r[key]) * PERCENT for r in rows]
     ax.barh(range(len(rows)), values, color=STRATEGY_COLORS["abg"])
     for k, r in enumerate(rows):
         ax.annotate(
-            f"{values[k]:.2f}  {_si(_num(r['macs']))} MACs",
+            f"{values[k]:.2f}  {si(_num(r['macs']))} MACs",
             (values[k], k),
             fontsize=6,
             va="center",
@@ -355,13 +376,6 @@ def abg_ranking(rows: Sequence[Row], title: str = "") -> Figure:
     ax.set_title(title or "alpha / beta / gamma candidates at phi = 1", fontsize=10)
     ax.grid(True, axis="x", alpha=0.3)
     return fig
-
-
-def _si(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g}{unit}"
-    return f"{n:.0f}"
 
 
 def save(fig: Figure, directory: str | Path, name: str, formats: Sequence[str] = ("png", "svg")) -> list[Path]:

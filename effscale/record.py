@@ -16,6 +16,7 @@ import math
 import os
 import platform
 import tempfile
+import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +25,7 @@ EVAL = "eval.json"  # written by --mode=eval
 METRICS = "metrics.jsonl"
 FORMAT_VERSION = 1  # records written before versions existed read as version 0 (the same field names)
 STATUSES = ("finished", "evaluated")
+FRACTIONS = ("eval_top1", "eval_top5", "eval_top1_ema", "eval_top5_ema", "best_eval_top1", "train_accuracy")
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow", "tensorflow-datasets", "numpy")
 
 
@@ -234,12 +236,31 @@ class RunRecord:
         if obj["status"] not in STATUSES:
             raise RecordError(f"status must be one of {STATUSES}, got {obj['status']!r}")
         values = {n: obj[n] for n in fields if n in obj}
+        _check_values(values, _numeric_fields(cls))
         values["format_version"] = FORMAT_VERSION
         return cls(**values)
 
 
 def _required(field: dataclasses.Field) -> bool:
     return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+
+
+def _numeric_fields(cls: type) -> frozenset[str]:
+    """The fields typed int or float (optional or not)."""
+    hints = typing.get_type_hints(cls)
+    return frozenset(n for n, h in hints.items() if {int, float} & {h, *typing.get_args(h)})
+
+
+def _check_values(values: Mapping[str, Any], numeric: frozenset[str]) -> None:
+    """Raises RecordError on a number field holding something else, or an accuracy outside [0, 1]."""
+    for name in sorted(numeric & set(values)):
+        value = values[name]
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise RecordError(f"{name} must be a number, got {value!r}")
+        if name in FRACTIONS and not 0.0 <= value <= 1.0:
+            raise RecordError(f"{name} is an accuracy, a fraction in [0, 1]; got {value!r}")
 
 
 def write_record(path: str | os.PathLike[str], run: RunRecord) -> None:

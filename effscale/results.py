@@ -2,41 +2,60 @@
 
 A point directory (``WORKDIR/<point>/``) holds ``point.json`` (written by the sweep driver
 before the run: name, strategy, overrides, the expanded config and its analytic complexity),
-``result.json`` (written by the trainer when the run finishes) and, after a failure,
-``error.json``. `collect` walks a workdir (recursively, so a folder of several sweeps works
-too), turns each point directory into a flat row and `write_table` saves the rows as CSV and
-JSONL, each written atomically (a reader never sees half a table).
+``result.json`` (the trainer's `effscale.record.RunRecord`, written when the run finishes) and,
+after a failure, ``error.json``. `collect` walks a workdir (recursively, so a folder of several
+sweeps works too), turns each point directory into a flat row and `write_table` saves the rows
+as CSV and JSONL, each written atomically (a reader never sees half a table).
 
-Keys read from the trainer's ``result.json`` (effscale.train's names first; nested dicts are
-flattened with dots and the first key present wins, so a few other spellings work too):
-
-    eval_top1 / eval_top5                 final evaluation (fractions in [0, 1])
-    eval_top1_ema / eval_top5_ema         final evaluation of the weights' moving average
-    best_eval_top1 (/ best_eval_top5)     best evaluation over the run (effscale.train: raw or EMA)
-    train_images_per_sec, step_time_s, wall_time_s
-    params / macs / activations / xla_flops   (before a result: point.json's analytic counts)
+The result columns are fields of the run record (`RESULT_COLUMNS`); accuracies are fractions.
+A result.json that does not parse as a run record makes its point 'damaged': status reports it,
+`collect` leaves it out with a warning.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from effscale import record
 
 POINT_FILE = "point.json"
-RESULT_FILE = "result.json"
+RESULT_FILE = record.RESULT
 ERROR_FILE = "error.json"
 # Files the driver itself writes; anything else in a point directory is the trainer's progress.
 DRIVER_FILES = (POINT_FILE, ERROR_FILE)
 
-STATES = ("done", "failed", "partial", "pending")
+STATES = ("done", "damaged", "failed", "partial", "pending")
+
+# Table column -> the run record field it shows.
+RESULT_COLUMNS = {
+    "params": "params",
+    "macs": "macs",
+    "activations": "activations",
+    "xla_flops": "xla_flops",
+    "train_images_per_sec": "train_images_per_sec",
+    "train_step_time_s": "step_time_s",
+    "top1": "eval_top1",
+    "top5": "eval_top5",
+    "best_top1": "best_eval_top1",
+    "ema_top1": "eval_top1_ema",
+    "ema_top5": "eval_top5_ema",
+    "wall_time_s": "wall_time_s",
+}
+
+# The scale comes from point.json first: it is what the sweep declared, for failed points too.
+# Params / MACs / activations come from the record first: the trainer counts them with the
+# dataset's real number of classes, which point.json only knows when the config sets it.
+_POINT_KEYS = ("width", "depth", "resolution", "phi")
+_COUNT_KEYS = ("params", "macs", "activations")
 
 # The table's leading columns, in order; point metadata (e.g. target_macs) follows them.
 COLUMNS = (
@@ -45,57 +64,11 @@ COLUMNS = (
     "series",
     "point",
     "status",
-    "width",
-    "depth",
-    "resolution",
-    "phi",
-    "params",
-    "macs",
-    "activations",
-    "xla_flops",
-    "train_images_per_sec",
-    "train_step_time_s",
-    "top1",
-    "top5",
-    "best_top1",
-    "best_top5",
-    "ema_top1",
-    "ema_top5",
-    "wall_time_s",
+    *_POINT_KEYS,
+    *RESULT_COLUMNS,
     "error",
     "overrides",
 )
-
-# Column -> candidate keys in the flattened result.json, first present wins.
-_RESULT_KEYS: dict[str, tuple[str, ...]] = {
-    "top1": ("eval_top1", "eval.top1", "final.top1", "eval_top1", "final_top1", "top1"),
-    "top5": ("eval_top5", "eval.top5", "final.top5", "eval_top5", "final_top5", "top5"),
-    "best_top1": ("best_eval_top1", "eval.best_top1", "best.top1", "best_eval.top1", "best_top1"),
-    "best_top5": ("best_eval_top5", "eval.best_top5", "best.top5", "best_eval.top5", "best_top5"),
-    "ema_top1": ("eval_top1_ema", "eval.ema_top1", "ema.top1", "eval_ema.top1", "ema_eval.top1", "ema_top1"),
-    "ema_top5": ("eval_top5_ema", "eval.ema_top5", "ema.top5", "eval_ema.top5", "ema_eval.top5", "ema_top5"),
-    "train_images_per_sec": (
-        "train.images_per_sec",
-        "train.images_per_second",
-        "train_images_per_sec",
-        "images_per_sec",
-    ),
-    "train_step_time_s": ("train.step_time_s", "train.step_time", "train_step_time_s", "step_time_s"),
-    "wall_time_s": ("wall_time_s", "train.wall_time_s", "time.wall_s", "wall_time"),
-    "params": ("complexity.params", "params"),
-    "macs": ("complexity.macs", "macs"),
-    "activations": ("complexity.activations", "activations"),
-    "xla_flops": ("complexity.xla_flops", "xla_flops"),
-}
-
-# The scale comes from point.json first: it is what the sweep declared, for failed points too.
-# Params / MACs / activations come from result.json first: the trainer counts them with the
-# dataset's real number of classes, which point.json only knows when the config sets it.
-_POINT_KEYS = ("width", "depth", "resolution", "phi")
-_COUNT_KEYS = ("params", "macs", "activations")
-
-
-# ----------------------------------------------------------------------------- atomic files
 
 
 def read_json(path: str | os.PathLike[str]) -> Any | None:
@@ -110,11 +83,37 @@ def read_json(path: str | os.PathLike[str]) -> Any | None:
 # ----------------------------------------------------------------------------- point state
 
 
-def point_state(point_dir: str | os.PathLike[str]) -> str:
-    """'done' (result.json), 'failed' (error.json), 'partial' (trainer files, no result) or 'pending'."""
+@dataclasses.dataclass(frozen=True)
+class PointFiles:
+    """What a point directory holds: its state, and its parsed files (None where absent)."""
+
+    state: str  # one of STATES
+    point: Mapping[str, Any] | None
+    run: record.RunRecord | None
+    error: Mapping[str, Any] | None
+    problem: str | None = None  # why result.json is damaged
+
+
+def read_point(point_dir: str | os.PathLike[str]) -> PointFiles:
+    """The state and files of one point directory."""
     d = Path(point_dir)
-    if (d / RESULT_FILE).is_file():
-        return "done"
+    point, error = read_json(d / POINT_FILE), read_json(d / ERROR_FILE)
+    try:
+        run = record.read_record(d / RESULT_FILE)
+    except (FileNotFoundError, NotADirectoryError):
+        return PointFiles(_unfinished_state(d), point, None, error)
+    except (record.RecordError, UnicodeDecodeError) as e:
+        return PointFiles("damaged", point, None, error, str(e))
+    return PointFiles("done", point, run, error)
+
+
+def point_state(point_dir: str | os.PathLike[str]) -> str:
+    """'done' (a readable result.json), 'damaged' (one that is not), 'failed' (error.json),
+    'partial' (trainer files, no result) or 'pending'."""
+    return read_point(point_dir).state
+
+
+def _unfinished_state(d: Path) -> str:
     if (d / ERROR_FILE).is_file():
         return "failed"
     if d.is_dir() and any(p.name not in DRIVER_FILES and not p.name.startswith(".") for p in d.iterdir()):
@@ -122,36 +121,15 @@ def point_state(point_dir: str | os.PathLike[str]) -> str:
     return "pending"
 
 
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'a': {'b': 1}} -> {'a.b': 1}; lists and scalars are leaves."""
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
-
-
-def _first(flat: Mapping[str, Any], keys: Iterable[str]) -> Any:
-    for key in keys:
-        value = flat.get(key)
-        if value is not None:
-            return value
-    return None
-
-
 def make_row(
     point: Mapping[str, Any] | None,
-    result: Mapping[str, Any] | None,
+    run: record.RunRecord | None,
     error: Mapping[str, Any] | None,
     status: str,
     name: str,
 ) -> dict[str, Any]:
-    """One table row from the parsed point.json, result.json and error.json of a point (any may be None)."""
+    """One table row from a point's point.json, run record and error.json (any may be None)."""
     point = point or {}
-    flat = flatten(result) if result else {}
     row: dict[str, Any] = dict.fromkeys(COLUMNS)
     row.update(
         sweep=point.get("sweep"),
@@ -164,12 +142,16 @@ def make_row(
     described = point.get("describe") or {}
     for col in _POINT_KEYS + _COUNT_KEYS:
         row[col] = described.get(col)
-    for col, keys in _RESULT_KEYS.items():
-        value = _first(flat, keys)
-        if value is not None and (row.get(col) is None or col not in _POINT_KEYS):
-            row[col] = value
-    if row["strategy"] is None and flat:
-        row["strategy"] = row["series"] = "run"  # a plain run, not started by a sweep
+    if run is not None:
+        for col in _POINT_KEYS:
+            if row[col] is None:
+                row[col] = getattr(run, col)
+        for col, field in RESULT_COLUMNS.items():
+            value = getattr(run, field)
+            if value is not None:
+                row[col] = value
+        if row["strategy"] is None:
+            row["strategy"] = row["series"] = "run"  # a plain run, not started by a sweep
     if error and status == "failed":
         row["error"] = f"{error.get('type', 'Error')}: {error.get('message', '')}".strip()
     for key, value in (point.get("meta") or {}).items():
@@ -178,15 +160,13 @@ def make_row(
 
 
 def point_row(point_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The table row of one point directory."""
+    """The table row of one point directory (a damaged one's row has its problem as the error)."""
     d = Path(point_dir)
-    return make_row(
-        read_json(d / POINT_FILE),
-        read_json(d / RESULT_FILE),
-        read_json(d / ERROR_FILE),
-        point_state(d),
-        d.name,
-    )
+    files = read_point(d)
+    row = make_row(files.point, files.run, files.error, files.state, d.name)
+    if files.problem:
+        row["error"] = files.problem
+    return row
 
 
 def find_point_dirs(workdir: str | os.PathLike[str]) -> list[Path]:
@@ -202,13 +182,19 @@ def find_point_dirs(workdir: str | os.PathLike[str]) -> list[Path]:
 
 
 def collect(workdir: str | os.PathLike[str], pending: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
-    """Rows for every point directory under `workdir`.
+    """Rows for every point directory under `workdir`; damaged points are left out with a warning.
 
     `pending`: point.json-like dicts of declared points (see `sweep.describe_point`); those
     without a directory yet are added as 'pending' rows, so the table lists the whole sweep.
     """
-    rows = [point_row(d) for d in find_point_dirs(workdir)]
-    seen = {(r["sweep"], r["point"]) for r in rows}
+    rows, seen = [], set()
+    for d in find_point_dirs(workdir):
+        row = point_row(d)
+        seen.add((row["sweep"], row["point"]))
+        if row["status"] == "damaged":
+            warnings.warn(f"effscale: left out of the table: {row['error']}", stacklevel=2)
+        else:
+            rows.append(row)
     for p in pending:
         if (p.get("sweep"), p.get("name")) not in seen:
             rows.append(make_row(p, None, None, "pending", p["name"]))
@@ -276,8 +262,3 @@ def read_table(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     if path.suffix == ".jsonl":
         return [json.loads(line) for line in text.splitlines() if line.strip()]
     return [{k: _parse_cell(v) for k, v in row.items()} for row in csv.DictReader(io.StringIO(text))]
-
-
-def done(rows: Iterable[Mapping[str, Any]], metric: str = "top1") -> list[Mapping[str, Any]]:
-    """Finished rows that have `metric` and MACs: what the figures draw."""
-    return [r for r in rows if r.get("status") == "done" and r.get(metric) is not None and r.get("macs")]

@@ -24,16 +24,17 @@ A user-defined grid is a list of `point(...)` dicts::
 Lifecycle (what `main` does per mode):
 
 - train: run the points of this process' share in declared order. A point with result.json is
-  skipped; any other is (re)started: the trainer resumes from the checkpoints in its directory.
-  A failure is recorded in ``<point>/error.json`` (traceback, attempt count) and the sweep goes
-  on; the next run retries it and removes error.json once it succeeds. The driver writes only
-  point.json and error.json (atomically) and the trainer writes result.json atomically, so a
-  driver killed at any moment loses at most the unfinished part of the current point.
+  skipped (a damaged one too, with a warning: remove it to rerun); any other is (re)started: the
+  trainer resumes from the checkpoints in its directory. A failure is recorded in
+  ``<point>/error.json`` (traceback, attempt count) and the sweep goes on; the next run retries it
+  and removes error.json once it succeeds. The driver writes only point.json and error.json
+  (atomically) and the trainer writes result.json atomically, so a driver killed at any moment
+  loses at most the unfinished part of the current point.
 - Sharding: ``--sweep_shard=i/n`` (0 <= i < n) takes the points k with k % n == i over the
   declared order: disjoint and complete for every n, and cost-balanced when points are listed
   by size. In a multi-host job every process runs every point of its share together (one run
   spans all hosts); only process 0 writes the driver's files.
-- status: every declared point as done / failed / partial / pending with top-1 and MACs.
+- status: every declared point as done / damaged / failed / partial / pending with top-1 and MACs.
 - collect: the results table (WORKDIR/results.csv and .jsonl), see effscale.results.
 - plot: the figures in WORKDIR/figures, see effscale.plots.
 """
@@ -57,11 +58,13 @@ import ml_collections
 from effscale import record as run_record
 from effscale import results
 from effscale.results import ERROR_FILE, POINT_FILE, RESULT_FILE
+from effscale.shard import parse_shard
+from effscale.units import si
 
 # Point names become directory names: keep them portable.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
 
-RunFn = Callable[[ml_collections.ConfigDict, str], Mapping[str, Any] | None]
+RunFn = Callable[[ml_collections.ConfigDict, str], run_record.RunRecord | None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,19 +195,6 @@ def expand(config: ml_collections.ConfigDict) -> list[tuple[Point, ml_collection
 # ----------------------------------------------------------------------------- sharding
 
 
-def parse_shard(text: str | None) -> tuple[int, int]:
-    """'i/n' -> (i, n) with 0 <= i < n; None or '' -> (0, 1), the whole sweep."""
-    if not text:
-        return 0, 1
-    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
-    if not m:
-        raise ValueError(f"--sweep_shard must look like i/n (e.g. 2/8), got {text!r}.")
-    i, n = int(m.group(1)), int(m.group(2))
-    if n < 1 or not 0 <= i < n:
-        raise ValueError(f"--sweep_shard={text}: need n >= 1 and 0 <= i < n (shards are numbered from 0).")
-    return i, n
-
-
 def shard_of(index: int, num_shards: int) -> int:
     """The shard that runs the point at `index` of the declared order: round robin."""
     return index % num_shards
@@ -276,7 +266,7 @@ def run(
 
     Outcomes: 'skipped' (result.json existed), 'done' (ran now) or 'failed' (error recorded,
     the sweep went on). `run_fn(config, point_dir)` trains one point; it must write
-    result.json atomically at its end (if it only returns a dict, the driver writes it) and
+    result.json atomically at its end (if it only returns a RunRecord, the driver writes it) and
     resume from what it finds in point_dir. `agree(flag)` makes every process take process
     0's decision in a multi-host job (all processes must skip or run a point together).
     KeyboardInterrupt, SystemExit and `stop_on` (the trainer's "stopped by a signal or
@@ -294,7 +284,12 @@ def run(
         pdir = workdir / p.name
         if agree((pdir / RESULT_FILE).is_file()):
             outcomes[p.name] = "skipped"
-            log(f"  {p.name}: done, skipped")
+            damaged = results.read_point(pdir).problem
+            log(
+                f"  {p.name}: DAMAGED, skipped (remove it to rerun): {damaged}"
+                if damaged
+                else f"  {p.name}: done, skipped"
+            )
             continue
         record = describe_point(name, p, cfg, index[p.name])
         previous = results.read_json(pdir / ERROR_FILE) or {}
@@ -311,13 +306,15 @@ def run(
                 _record_failure(pdir, previous, "PointChanged", problem or "", "")
             log(f"  {p.name}: FAILED: {problem}")
             continue
-        macs = _si(record["describe"].get("macs"))
+        macs = si(record["describe"].get("macs"))
         log(f"  {p.name}: {results.point_state(pdir)}, running ({p.strategy}, {macs} MACs)")
         start = time.time()
         try:
             result = run_fn(cfg, str(pdir))
             if is_main and not (pdir / RESULT_FILE).is_file():
-                run_record.write_json(pdir / RESULT_FILE, dict(result or {}))
+                if not isinstance(result, run_record.RunRecord):
+                    raise TypeError(f"the run wrote no {RESULT_FILE} and returned {type(result).__name__}")
+                run_record.write_record(pdir / RESULT_FILE, result)
         except stop_on:
             log(f"  {p.name}: stopped after {time.time() - start:.0f} s; rerun to resume")
             raise
@@ -367,7 +364,7 @@ def _record_failure(pdir: Path, previous: Mapping[str, Any], kind: str, message:
 
 
 def status(config: ml_collections.ConfigDict, workdir: str | Path, num_shards: int = 1) -> list[dict[str, Any]]:
-    """One row per declared point: state, shard, top-1 (when known), analytic params and MACs."""
+    """One row per declared point: state, shard, EMA top-1 (a fraction, when known), params and MACs."""
     workdir = Path(workdir)
     rows = []
     for k, (p, cfg) in enumerate(expand(config)):
@@ -403,40 +400,32 @@ def format_points(config: ml_collections.ConfigDict, num_shards: int = 1) -> str
         overrides = ", ".join(f"{key}={value}" for key, value in p.overrides.items())
         lines.append(
             f"  {p.name:<28} {p.strategy:<10} shard {shard_of(k, num_shards):>2}  "
-            f"{_si(desc.get('params')):>7} params {_si(desc.get('macs')):>7} MACs  {overrides}"
+            f"{si(desc.get('params')):>7} params {si(desc.get('macs')):>7} MACs  {overrides}"
         )
-    lines.append(f"  total {_si(total)} MACs per image over all points")
+    lines.append(f"  total {si(total)} MACs per image over all points")
     return "\n".join(lines)
 
 
-def _si(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g}{unit}"
-    return f"{n:.0f}"
-
-
 def format_status(rows: Sequence[Mapping[str, Any]], title: str = "") -> str:
-    """A table of `status` rows with a count per state at the end."""
+    """A table of `status` rows (top-1 in percent) with a count per state at the end."""
     width = max([len(r["point"]) for r in rows] + [5])
     lines = [title] if title else []
     lines.append(
         f"{'point':<{width}}  {'strategy':<12} {'shard':>5}  {'state':<8} {'top-1':>6} {'params':>8} {'MACs':>8}"
     )
     for r in rows:
-        top1 = "-" if r["top1"] is None else f"{100 * r['top1']:.2f}" if r["top1"] <= 1 else f"{r['top1']:.2f}"
+        top1 = "-" if r["top1"] is None else f"{100 * r['top1']:.2f}"
         line = (
             f"{r['point']:<{width}}  {r['strategy']:<12} {r['shard']:>5}  {r['state']:<8} {top1:>6} "
-            f"{_si(r['params']):>8} {_si(r['macs']):>8}"
+            f"{si(r['params']):>8} {si(r['macs']):>8}"
         )
         if r["error"]:
             attempts = f" (attempt {r['attempts']})" if r.get("attempts") else ""
             line += f"  {r['error'].splitlines()[0][:100]}{attempts}"
         lines.append(line)
     counts = {s: sum(r["state"] == s for r in rows) for s in results.STATES}
-    lines.append(", ".join(f"{n} {s}" for s, n in counts.items()) + f" (of {len(rows)})")
+    shown = {s: n for s, n in counts.items() if n or s != "damaged"}  # damaged only when there is one
+    lines.append(", ".join(f"{n} {s}" for s, n in shown.items()) + f" (of {len(rows)})")
     return "\n".join(lines)
 
 

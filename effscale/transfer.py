@@ -1,6 +1,6 @@
-"""Transfer learning: freezing by specification, new heads, merging imported weights.
+"""Transfer learning: freezing by specification, new heads.
 
-The recipe (seeds 000 and 003, Keras' guide): import ImageNet weights, drop the
+The recipe (Keras' fine-tuning guide): import ImageNet weights, drop the
 1000-way top, pool (avg or max), put a new dropout + dense head on top, train the
 head with the base frozen, then unfreeze the top blocks and train them with the
 head at a low learning rate, keeping BatchNorm statistics frozen.
@@ -14,9 +14,9 @@ Freeze specifications (`freeze=`):
   stage (``stage6``: its first block), ``top`` (the head convolution
   ``top_conv``: all blocks frozen), ``stem`` (same as 'none'), a layer inside a
   block (``block7a/project_conv``), or ``se<k>``: the layers after the k-th
-  squeeze-excite multiply. Seed 003 unfreezes from Keras' ``multiply_16``, the
-  SE gate of B0's 16th (last) block: ``'below:se16'`` trains block7a's
-  project_conv / project_bn, top_conv / top_bn and the head.
+  squeeze-excite multiply, as Keras counts them (``multiply_16`` is the SE gate
+  of B0's 16th and last block: ``'below:se16'`` trains block7a's project_conv /
+  project_bn, top_conv / top_bn and the head).
 
 The "base" is what Keras' ``include_top=False`` model holds: stem, blocks and
 the head convolution top_conv / top_bn. Frozen parts also keep their BatchNorm
@@ -42,8 +42,11 @@ from typing import Any
 
 import numpy as np
 
-from effscale.convert import HEAD_MODULE, ImportedWeights, is_base_module
+from effscale import layers
 from effscale.spec import NetworkSpec
+
+# Imported weights into fresh variables: effscale.weights' job, re-exported for the trainer.
+from effscale.weights.merge import merge_imported as merge_imported
 
 TRAINABLE = "trainable"
 FROZEN = "frozen"
@@ -56,20 +59,7 @@ BN_MODES = ("frozen", "base")
 
 def base_layers(spec: NetworkSpec) -> tuple[str, ...]:
     """The base's weighted layers in forward order, as '/'-joined module paths ('block2a/se/se_reduce')."""
-    out = ["stem_conv", "stem_bn"]
-    for b in spec.blocks:
-        if b.expand != 1:
-            out += [f"{b.name}/expand_conv", f"{b.name}/expand_bn"]
-        out += [f"{b.name}/dwconv", f"{b.name}/bn"]
-        if b.se_channels:
-            out += [f"{b.name}/se/se_reduce", f"{b.name}/se/se_expand"]
-        out += [f"{b.name}/project_conv", f"{b.name}/project_bn"]
-    return (*out, "top_conv", "top_bn")
-
-
-def _is_batchnorm(layer: str) -> bool:
-    last = layer.rsplit("/", 1)[-1]
-    return last == "bn" or last.endswith("_bn")
+    return tuple(path for path, _ in layers.weighted(spec) if layers.is_base_module(path.split("/", 1)[0]))
 
 
 def freeze_targets(spec: NetworkSpec) -> tuple[str, ...]:
@@ -91,25 +81,25 @@ def _describe_targets(spec: NetworkSpec) -> str:
 
 def frozen_count(spec: NetworkSpec, freeze: str) -> int:
     """How many of `base_layers(spec)` (a prefix, in forward order) `freeze` freezes."""
-    layers = base_layers(spec)
+    base = base_layers(spec)
     freeze = freeze.strip()
     if freeze == "none":
         return 0
     if freeze == "base":
-        return len(layers)
+        return len(base)
     if not freeze.startswith("below:"):
         raise ValueError(f"Unknown freeze specification {freeze!r}: expected {_describe_targets(spec)}.")
     target = freeze[len("below:") :].strip()
     first = _first_layer(spec, target)
     if first is None:
         raise ValueError(f"freeze={freeze!r}: no {target!r} in this network; expected {_describe_targets(spec)}.")
-    return layers.index(first)
+    return base.index(first)
 
 
 def _first_layer(spec: NetworkSpec, target: str) -> str | None:
-    layers = base_layers(spec)
+    base = base_layers(spec)
     if target == "stem":
-        return layers[0]
+        return base[0]
     if target == "top":
         return "top_conv"
     if m := re.fullmatch(r"stage(\d+)", target):
@@ -122,9 +112,9 @@ def _first_layer(spec: NetworkSpec, target: str) -> str | None:
             return None
         # What follows the k-th SE multiply (Keras' multiply_k) is that block's projection.
         return f"{with_se[k - 1].name}/project_conv"
-    if target in layers:
+    if target in base:
         return target
-    prefixed = [layer for layer in layers if layer.startswith(target + "/")]
+    prefixed = [layer for layer in base if layer.startswith(target + "/")]
     return prefixed[0] if prefixed else None
 
 
@@ -132,13 +122,13 @@ def _first_layer(spec: NetworkSpec, target: str) -> str | None:
 # Labels for optax.multi_transform.
 
 
-def _module_of(path: tuple[str, ...], layers: Iterable[str]) -> str | None:
+def _module_of(path: tuple[str, ...], base: Iterable[str]) -> str | None:
     """The base layer a parameter path belongs to, or None for a head parameter."""
-    if not is_base_module(path[0]):
+    if not layers.is_base_module(path[0]):
         return None
     for depth in range(len(path) - 1, 0, -1):
         candidate = "/".join(path[:depth])
-        if candidate in layers:
+        if candidate in base:
             return candidate
     raise ValueError(f"Parameter {'/'.join(path)} is in the base but matches no known layer; model and spec disagree.")
 
@@ -155,11 +145,11 @@ def param_labels(spec: NetworkSpec, params: Mapping[str, Any], freeze: str) -> d
 
     if "params" in params and "stem_conv" not in params:
         raise ValueError("param_labels expects variables['params'], not the whole variables dict.")
-    layers = base_layers(spec)
-    frozen = set(layers[: frozen_count(spec, freeze)])
+    base = base_layers(spec)
+    frozen = set(base[: frozen_count(spec, freeze)])
     labels = {}
     for path in traverse_util.flatten_dict(dict(params)):
-        layer = _module_of(path, layers)
+        layer = _module_of(path, base)
         labels[path] = FROZEN if layer in frozen else TRAINABLE
     return traverse_util.unflatten_dict(labels)
 
@@ -195,9 +185,9 @@ def frozen_batchnorm(spec: NetworkSpec, freeze: str, *, mode: str = "frozen") ->
     """
     if mode not in BN_MODES:
         raise ValueError(f"mode must be one of {BN_MODES}, got {mode!r}.")
-    layers = base_layers(spec)
-    chosen = layers if mode == "base" else layers[: frozen_count(spec, freeze)]
-    return frozenset(layer for layer in chosen if _is_batchnorm(layer))
+    base = base_layers(spec)
+    chosen = base if mode == "base" else base[: frozen_count(spec, freeze)]
+    return frozenset(layer for layer in chosen if layers.is_batchnorm(layer))
 
 
 def keep_frozen_batch_stats(new_stats: Any, old_stats: Any, frozen: Iterable[str]) -> Any:
@@ -219,7 +209,7 @@ def keep_frozen_batch_stats(new_stats: Any, old_stats: Any, frozen: Iterable[str
 
 
 # --------------------------------------------------------------------------------------------------
-# Heads and imported weights.
+# Heads.
 
 
 def head_spec(
@@ -254,40 +244,3 @@ def head_spec(
         dropout=dropout,
         head_hidden=tuple(int(h) for h in hidden),
     )
-
-
-def merge_imported(fresh: Mapping[str, Any], imported: ImportedWeights | Mapping[str, Any]) -> dict[str, Any]:
-    """Freshly initialised variables with every imported value put in; returns a new tree.
-
-    Leaves missing from `imported` must be head leaves (the dropped top); a base leaf
-    missing, any leaf the model lacks, or a shape mismatch is an error.
-    """
-    import jax.numpy as jnp
-    from flax import traverse_util
-
-    variables = imported.variables if isinstance(imported, ImportedWeights) else imported
-    fresh_flat = traverse_util.flatten_dict(dict(fresh))
-    new_flat = traverse_util.flatten_dict(dict(variables))
-    extra = sorted("/".join(p) for p in new_flat if p not in fresh_flat)
-    if extra:
-        raise ValueError(f"Imported variables the model does not have: {', '.join(extra[:6])}.")
-    out = {}
-    missing_base = []
-    for path, value in fresh_flat.items():
-        if path in new_flat:
-            new = new_flat[path]
-            if tuple(np.shape(new)) != tuple(np.shape(value)):
-                raise ValueError(f"{'/'.join(path)}: imported shape {np.shape(new)}, model {np.shape(value)}.")
-            out[path] = jnp.asarray(new, dtype=value.dtype)
-        else:
-            if len(path) > 1 and is_base_module(path[1]):
-                missing_base.append("/".join(path))
-            out[path] = value
-    if missing_base:
-        raise ValueError(f"The imported weights leave base variables unset: {', '.join(missing_base[:6])}.")
-    return traverse_util.unflatten_dict(out)
-
-
-def is_head(path: tuple[str, ...]) -> bool:
-    """Whether a 'params' path (without the collection name) belongs to the head, not the base."""
-    return path[0] == HEAD_MODULE or not is_base_module(path[0])

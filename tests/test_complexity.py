@@ -9,7 +9,7 @@ from effscale import complexity, scaling, spec
 
 # Keras applications' EfficientNetB0..B7 (weights=None, 1000 classes): trainable
 # parameters and model.count_params() (which adds BN statistics and the 7 numbers of
-# its Normalization layer). Checked against keras 3.15.1 on 2026-11-22.
+# its Normalization layer), as keras.applications reports them.
 KERAS = {
     "b0": (5_288_548, 5_330_571),
     "b1": (7_794_184, 7_856_239),
@@ -22,8 +22,8 @@ KERAS = {
 }
 # Tan & Le 2019, Table 2 ("FLOPs" = multiply-adds), billions.
 PAPER_MACS = {"b0": 0.39, "b1": 0.70, "b2": 1.0, "b3": 1.8, "b4": 4.2, "b5": 9.9, "b6": 19, "b7": 37}
-# Seed 004: stem, seven stages, head.
-SEED_004_CHANNELS = {
+# Output channels of the stem, the seven stages and the head, as keras.applications builds them.
+KERAS_CHANNELS = {
     "b1": (32, 16, 24, 40, 80, 112, 192, 320, 1280),
     "b2": (32, 16, 24, 48, 88, 120, 208, 352, 1408),
     "b3": (40, 24, 32, 48, 96, 136, 232, 384, 1536),
@@ -48,15 +48,15 @@ def test_macs_within_5_percent_of_table_2(name):
     assert macs / (PAPER_MACS[name] * 1e9) == pytest.approx(1.0, abs=0.05)
 
 
-@pytest.mark.parametrize("name", sorted(SEED_004_CHANNELS))
-def test_stage_channels_equal_seed_004(name):
+@pytest.mark.parametrize("name", sorted(KERAS_CHANNELS))
+def test_stage_channels_equal_keras(name):
     s = spec.build(efficientnet.get_config(name).model)
     got = (s.stem_channels, *(st.out_channels for st in s.stages), s.head_channels)
-    assert got == SEED_004_CHANNELS[name]
+    assert got == KERAS_CHANNELS[name]
 
 
 def test_activations_as_documented():
-    # efficientnet.md: B0 ~6.7M activations per image, B7 ~290M.
+    # Conv, dense and pooling outputs per image (pycls' convention): B0 ~6.7M, B7 ~290M.
     b0 = complexity.analyse(spec.build({"preset": "b0"})).activations
     b7 = complexity.analyse(spec.build({"preset": "b7"})).activations
     assert b0 == pytest.approx(6.7e6, rel=0.02)

@@ -181,7 +181,7 @@ def test_top_dropped_for_other_class_count_and_merged(b0, caplog):
     from effscale import transfer
 
     spec = _b0_spec(num_classes=5, pooling="max")
-    with caplog.at_level(logging.INFO, logger="effscale.convert"):
+    with caplog.at_level(logging.INFO, logger="effscale.weights"):
         imported = convert.load_keras(b0["paths"]["legacy.h5"], spec)
     assert imported.dropped_top and imported.file_num_classes == 1000
     assert imported.missing == ("params/predictions/bias", "params/predictions/kernel") or set(imported.missing) == {

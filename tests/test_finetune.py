@@ -13,13 +13,14 @@ import logging
 import jax
 import numpy as np
 import pytest
-import test_train_support
+import train_support
 from flax import traverse_util
-from test_train_support import final_state, launch, synthetic_data, tiny_config
+from train_support import final_state, launch, synthetic_data, tiny_config
 
 from effscale import checkpoint, record, train
+from effscale.training import setup, state, weights
 
-test_train_support.use_compilation_cache()
+train_support.use_compilation_cache()
 
 
 def _flat(tree) -> dict[tuple[str, ...], np.ndarray]:
@@ -77,12 +78,11 @@ def _b0_tiny(weights: str, steps: int = 2):
 def test_keras_weights_head_only_keeps_base_bit_identical(tmp_path, keras_notop, caplog):
     config = _b0_tiny(keras_notop)
     with synthetic_data():
-        setup = train._Setup(config)
-        setup.load_init()
-        start = setup.fresh_state()
+        run = setup.make_setup(config)
+        start = state.fresh_state(run, weights.initial_weights(run))
         with caplog.at_level(logging.WARNING, logger="effscale"):
             out = train.train_and_evaluate(config, str(tmp_path / "run"))
-    assert out["steps"] == 2
+    assert out.steps == 2
     assert "expect inputs normalised with mean" in caplog.text  # weights=None Keras model: mean 0, std 1
     end = final_state(str(tmp_path / "run"), config)
     before, after = _flat(start.params), _flat(end.params)
@@ -124,9 +124,9 @@ def test_two_phase_run_resumes_exactly(tmp_path, cut):
         with pytest.raises(train.Interrupted, match=f"step {cut}"):
             train.train_and_evaluate(config, str(tmp_path / "cut"), stop_at_step=cut)
         resumed = train.train_and_evaluate(config, str(tmp_path / "cut"))
-    assert reference["steps"] == resumed["steps"] == 6 and resumed["resumed_from_step"] == cut
+    assert reference.steps == resumed.steps == 6 and resumed.resumed_from_step == cut
     for key in ("eval_top1", "eval_loss", "eval_loss_ema", "train_loss"):
-        assert resumed[key] == pytest.approx(reference[key], rel=1e-6), key
+        assert getattr(resumed, key) == pytest.approx(getattr(reference, key), rel=1e-6), key
     _assert_same(final_state(str(tmp_path / "ref"), config), final_state(str(tmp_path / "cut"), config))
     assert _losses(tmp_path / "cut") == pytest.approx(_losses(tmp_path / "ref"), rel=1e-6)
     # Phase 2 logs its own, lower learning rate (per 256 images x batch 8 / 256).
@@ -142,10 +142,10 @@ def test_phases_freeze_what_they_say(tmp_path):
     config.train.keep_checkpoints = 10
     with synthetic_data():
         train.train_and_evaluate(config, str(tmp_path / "run"))
-        setup = train._Setup(config)
+        run = setup.make_setup(config)
     manager = checkpoint.Manager(str(tmp_path / "run"), 1, 10)
     try:
-        states = {s: _flat(manager.restore(setup.abstract_state(setup.phase_of(s)), s).params) for s in (1, 2, 4)}
+        states = {s: _flat(manager.restore(state.abstract_state(run, run.phase_of(s)), s).params) for s in (1, 2, 4)}
     finally:
         manager.close()
     moved = lambda a, b: {p[0] for p in states[a] if not np.array_equal(states[a][p], states[b][p])}  # noqa: E731
@@ -190,7 +190,7 @@ def test_bad_freeze_and_weights_are_config_errors(tmp_path):
 
 def test_bad_freeze_from_the_command_line(tmp_path):
     proc = launch(
-        "--config", "tests/test_train_support.py", "--config.transfer.freeze=below:block9z", f"--workdir={tmp_path}"
+        "--config", "tests/train_support.py", "--config.transfer.freeze=below:block9z", f"--workdir={tmp_path}"
     )
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 2, err[-2000:]

@@ -1,7 +1,7 @@
 """Data parallelism: 1 device, 8 simulated devices and 2 processes x 4 devices train the same network.
 
 The device count is fixed when jax starts, so the multi-device runs are subprocesses. They
-read the synthetic dataset of test_train_support, whose global batches do not depend on the
+read the synthetic dataset of train_support, whose global batches do not depend on the
 process count, so any difference would come from the trainer's sharding.
 """
 
@@ -13,12 +13,12 @@ import socket
 import jax
 import numpy as np
 import pytest
-import test_train_support
-from test_train_support import final_state, last_json_line, python_process, run_python, synthetic_data, tiny_config
+import train_support
+from train_support import final_state, last_json_line, python_process, run_python, synthetic_data, tiny_config
 
 from effscale import parallel, record, train
 
-test_train_support.use_compilation_cache()
+train_support.use_compilation_cache()
 STEPS = 3
 
 WORKER = """
@@ -27,7 +27,7 @@ from effscale import parallel
 if {processes} > 1:
     parallel.initialize("127.0.0.1:{port}", {processes}, {process_id})
 import jax
-from test_train_support import synthetic_data, tiny_config
+from train_support import synthetic_data, tiny_config
 from effscale import train
 
 def config(batch):
@@ -42,7 +42,7 @@ with synthetic_data():
     except ValueError as e:
         answer["batch_error"] = str(e)
     out = train.train_and_evaluate(config(16), {workdir!r})
-answer.update({{k: out[k] for k in ("eval_top1", "eval_top1_ema", "eval_loss", "eval_loss_ema", "train_loss")}})
+answer.update(out.to_json())
 print(json.dumps(answer))
 """
 
@@ -68,7 +68,7 @@ def one_device(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("one")
     with synthetic_data():
         out = train.train_and_evaluate(_config(), str(workdir))
-    return workdir, out
+    return workdir, out.to_json()
 
 
 @pytest.fixture(scope="module")

@@ -1,33 +1,65 @@
-"""The results table: collecting point directories, CSV / JSONL round trips, atomic writes."""
+"""The run record, the results table: collecting point directories, CSV / JSONL round trips, atomic writes."""
 
+import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from configs.sweeps import base
+from effscale import record, results, sweep
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# A result.json as effscale.train wrote it before records had a format version.
+V0_EXAMPLE = ROOT / "tests" / "data" / "result_v0.json"
 
-from configs.sweeps import base  # noqa: E402
-from effscale import record, results, sweep  # noqa: E402
+# A run record of the tree's finished point (the counts, with the dataset's real classes, win over point.json's).
+TRAINER_RESULT = dataclasses.replace(
+    record.read_record(V0_EXAMPLE),
+    eval_top1=0.91,
+    eval_top5=0.998,
+    eval_top1_ema=0.915,
+    eval_top5_ema=0.999,
+    best_eval_top1=0.917,
+    train_images_per_sec=312.5,
+    step_time_s=0.4096,
+    wall_time_s=400.0,
+    params=123_456,
+    macs=7_654_321,
+    activations=54_321,
+    xla_flops=2.1e7,
+)
 
-# What effscale.train writes (the keys the table reads; the rest is ignored).
-TRAINER_RESULT = {
-    "eval_top1": 0.91,
-    "eval_top5": 0.998,
-    "eval_top1_ema": 0.915,
-    "eval_top5_ema": 0.999,
-    "best_eval_top1": 0.917,
-    "train_images_per_sec": 312.5,
-    "step_time_s": 0.4096,
-    "wall_time_s": 400.0,
-    "params": 123_456,  # the trainer's counts (with the dataset's real classes) win over point.json's
-    "macs": 7_654_321,
-    "xla_flops": 2.1e7,
-    "status": "finished",
-    "config": {"model": {"width": None}},
-}
+
+def test_a_version_0_result_reads_with_every_value_as_written():
+    written = json.loads(V0_EXAMPLE.read_text())
+    assert "format_version" not in written
+    run = record.read_record(V0_EXAMPLE)
+    assert run.format_version == record.FORMAT_VERSION
+    assert run.to_json() == {**written, "format_version": record.FORMAT_VERSION}
+    assert (run.eval_top1, run.eval_top1_ema, run.macs, run.config["model"]["phi"]) == (0.6846, 0.6933, 56426928, 2.0)
+
+
+def test_a_record_round_trips_through_its_file(tmp_path):
+    run = dataclasses.replace(record.read_record(V0_EXAMPLE), status="evaluated", xla_flops=None, phi=None)
+    record.write_record(tmp_path / record.EVAL, run)
+    assert json.loads((tmp_path / record.EVAL).read_text())["format_version"] == record.FORMAT_VERSION
+    assert record.read_record(tmp_path / record.EVAL) == run
+
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        ({"eval_top1": None}, "missing fields eval_top1"),
+        ({"eval_top1": 91.0}, "a fraction in"),
+        ({"macs": "56M"}, "macs must be a number"),
+        ({"status": "running"}, "status must be one of"),
+        ({"format_version": record.FORMAT_VERSION + 1}, "upgrade effscale"),
+    ],
+)
+def test_a_damaged_record_names_its_problem(change, problem):
+    with pytest.raises(record.RecordError, match=problem):
+        record.RunRecord.from_json({**json.loads(V0_EXAMPLE.read_text()), **change})
 
 
 def make_tree(tmp_path: Path):
@@ -75,7 +107,7 @@ def test_collect_a_tree_with_done_partial_failed_and_pending(tmp_path):
     assert done["top1"] == 0.91 and done["top5"] == 0.998 and done["ema_top1"] == 0.915
     assert done["best_top1"] == 0.917 and done["train_images_per_sec"] == 312.5 and done["train_step_time_s"] == 0.4096
     assert done["wall_time_s"] == 400.0 and done["xla_flops"] == 2.1e7
-    assert done["macs"] == 7_654_321 and done["params"] == 123_456
+    assert done["macs"] == 7_654_321 and done["params"] == 123_456 and done["activations"] == 54_321
     assert rows["partial"]["macs"] > 1e6 and rows["partial"]["params"] > 1e5  # analytic, from point.json
     assert json.loads(done["overrides"]) == {"model.width": 1.5}
     assert rows["failed"]["error"] == "ValueError: diverged" and rows["failed"]["target_macs"] == 123
@@ -113,16 +145,46 @@ def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
     assert json.loads(path.read_text()) == {"a": 1} and [p.name for p in tmp_path.iterdir()] == ["x.json"]
 
 
-def test_a_plain_run_and_nested_results(tmp_path):
+def test_a_plain_run_reads_its_version_0_record(tmp_path):
     run = tmp_path / "runs" / "phi2"
     run.mkdir(parents=True)
-    record.write_json(run / "result.json", {"eval": {"top1": 0.8, "ema_top1": 0.81}, "macs": 5})
+    (run / "result.json").write_bytes(V0_EXAMPLE.read_bytes())
     (run / "checkpoints" / "point.json").parent.mkdir()  # inside a point: not searched
     (run / "checkpoints" / "point.json").write_text("{}")
     rows = results.collect(tmp_path)
     assert len(rows) == 1
-    assert rows[0]["strategy"] == "run" and rows[0]["top1"] == 0.8 and rows[0]["ema_top1"] == 0.81
-    assert rows[0]["macs"] == 5 and rows[0]["point"] == "phi2"
+    row = rows[0]
+    assert row["strategy"] == "run" and row["point"] == "phi2" and row["status"] == "done"
+    assert (row["top1"], row["top5"], row["ema_top1"], row["ema_top5"], row["best_top1"]) == (
+        0.6846,
+        0.9793,
+        0.6933,
+        0.985,
+        0.6933,
+    )
+    assert (row["macs"], row["params"], row["activations"], row["xla_flops"]) == (56426928, 10717938, 627634, 114129592)
+    assert (row["width"], row["depth"], row["resolution"], row["phi"]) == (1.2100000000000002, 1.44, 44, 2.0)
+    assert row["train_step_time_s"] == 0.3949246993061221 and row["wall_time_s"] == 145.77916656100004
+
+
+def test_every_result_column_is_a_record_field():
+    fields = {f.name for f in dataclasses.fields(record.RunRecord)}
+    assert set(results.RESULT_COLUMNS.values()) <= fields
+    assert set(results.RESULT_COLUMNS) <= set(results.COLUMNS)
+
+
+def test_a_damaged_record_is_reported_and_left_out_of_the_table(tmp_path):
+    config = make_tree(tmp_path)
+    (tmp_path / "done" / "result.json").write_text('{"eval_top1": 0.9')  # cut short
+    rows = {r["point"]: r for r in sweep.status(config, tmp_path)}
+    assert rows["done"]["state"] == "damaged" and "not valid JSON" in rows["done"]["error"]
+    assert "0 done, 1 damaged, 1 failed" in sweep.format_status(list(rows.values()))
+    with pytest.warns(UserWarning, match="left out of the table: .*done.result.json: not valid JSON"):
+        table = results.collect(tmp_path, sweep.pending_records(config))
+    assert {r["point"] for r in table} == {"partial", "failed", "pending"}
+    logged: list = []
+    assert sweep.run(config, tmp_path, lambda c, w: None, shard=(0, 4), log=logged.append) == {"done": "skipped"}
+    assert "DAMAGED, skipped" in logged[1]
 
 
 def test_point_state(tmp_path):
@@ -136,6 +198,8 @@ def test_point_state(tmp_path):
     (tmp_path / "error.json").write_text("{}")
     assert results.point_state(tmp_path) == "failed"
     (tmp_path / "result.json").write_text("{}")
+    assert results.point_state(tmp_path) == "damaged"
+    (tmp_path / "result.json").write_bytes(V0_EXAMPLE.read_bytes())
     assert results.point_state(tmp_path) == "done"
 
 

@@ -14,12 +14,12 @@ import time
 import jax
 import numpy as np
 import pytest
-import test_train_support
-from test_train_support import final_state, launch, mocked_dataset, tiny_config
+import train_support
+from train_support import final_state, launch, mocked_dataset, tiny_config
 
 from effscale import checkpoint, optim, record, train
 
-test_train_support.use_compilation_cache()
+train_support.use_compilation_cache()
 
 RECORD_KEYS = {
     "config", "width", "depth", "resolution", "phi", "params", "macs", "activations", "xla_flops",
@@ -50,13 +50,17 @@ def test_one_step_on_mocked_dataset(tmp_path, name, classes, dtype):
     config.train.async_checkpoints = False
     with mocked_dataset(name, num_examples=16, manual_dir=str(tmp_path)):
         out = train.train_and_evaluate(config, str(tmp_path / "run"))
-    assert set(out) >= RECORD_KEYS
-    assert out["steps"] == 1 and out["num_classes"] == classes and out["config"]["model"]["num_classes"] == classes
+    assert set(out.to_json()) >= RECORD_KEYS
+    assert out.status == "finished" and out.format_version == record.FORMAT_VERSION
+    assert out.steps == 1 and out.num_classes == classes and out.config["model"]["num_classes"] == classes
     for key in ("eval_top1", "eval_top5", "eval_top1_ema", "eval_top5_ema", "best_eval_top1"):
-        assert 0.0 <= out[key] <= 1.0
-    assert out["eval_top5"] >= out["eval_top1"]
-    assert out["eval_examples"] == 16
-    assert json.loads((tmp_path / "run" / record.RESULT).read_text()) == json.loads(json.dumps(out))
+        assert 0.0 <= getattr(out, key) <= 1.0
+    assert out.eval_top5 >= out.eval_top1
+    assert out.eval_examples == 16
+    # What the run wrote is what it returned, and reads back as the same record.
+    written = tmp_path / "run" / record.RESULT
+    assert json.loads(written.read_text()) == out.to_json()
+    assert record.read_record(written).to_json() == out.to_json()
     events = [json.loads(line) for line in (tmp_path / "run" / record.METRICS).read_text().splitlines()]
     assert {e["kind"] for e in events} == {"train", "eval"}
     assert os.listdir(tmp_path / "run" / "tb")
@@ -70,18 +74,23 @@ def test_interrupted_run_resumes_exactly(tmp_path):
         train.train_and_evaluate(config, str(tmp_path / "cut"), stop_at_step=3)
     assert not (tmp_path / "cut" / record.RESULT).exists()
     resumed = train.train_and_evaluate(config, str(tmp_path / "cut"))
-    assert resumed["resumed_from_step"] == 3
+    assert resumed.resumed_from_step == 3
 
     for key in ("eval_top1", "eval_top5", "eval_top1_ema", "eval_top5_ema", "eval_loss", "train_loss"):
-        assert resumed[key] == pytest.approx(reference[key], rel=1e-6), key
+        assert getattr(resumed, key) == pytest.approx(getattr(reference, key), rel=1e-6), key
     _assert_same_state(final_state(str(tmp_path / "ref"), config), final_state(str(tmp_path / "cut"), config))
     # The metrics log reads as one run: every step once, the same losses.
     assert _train_losses(tmp_path / "cut") == pytest.approx(_train_losses(tmp_path / "ref"), rel=1e-6)
 
-    # --mode=eval re-evaluates the latest checkpoint to the same figures.
+    # --mode=eval re-evaluates the latest checkpoint to the same figures, as a run record of its own.
     again = train.evaluate(config, str(tmp_path / "ref"))
-    assert again["eval_top1_ema"] == pytest.approx(reference["eval_top1_ema"])
-    assert again["steps"] == 6 and (tmp_path / "ref" / "eval.json").exists()
+    assert again.status == "evaluated" and again.steps == 6
+    for key in ("eval_top1", "eval_top5", "eval_top1_ema", "eval_top5_ema", "eval_loss", "eval_loss_ema"):
+        assert getattr(again, key) == pytest.approx(getattr(reference, key), rel=1e-6), key
+    counts = ("params", "macs", "activations", "eval_examples", "steps_per_epoch", "epochs", "batch_size")
+    assert [getattr(again, k) for k in counts] == [getattr(reference, k) for k in counts]
+    assert record.read_record(tmp_path / "ref" / record.EVAL).to_json() == again.to_json()
+    assert record.read_record(tmp_path / "ref" / record.RESULT).to_json() == reference.to_json()
 
 
 def _wait_for_checkpoint(workdir, proc, after: int = 0, timeout: float = 240) -> int:
@@ -97,11 +106,11 @@ def _wait_for_checkpoint(workdir, proc, after: int = 0, timeout: float = 240) ->
     raise AssertionError("no checkpoint appeared")
 
 
-@pytest.mark.slow  # three launches as subprocesses: ~90 s on 2 shared cores
+@pytest.mark.slow  # two launched runs (one killed, one stopped) and a reference run
 def test_kill9_and_sigterm_lose_nothing_but_the_tail(tmp_path):
     """kill -9 after a checkpoint, then SIGTERM (saves, exits cleanly), then finish: as if never stopped."""
     steps = 40
-    args = ["--config", "tests/test_train_support.py", f"--config.train.num_steps={steps}"]
+    args = ["--config", "tests/train_support.py", f"--config.train.num_steps={steps}"]
     config = tiny_config(steps=steps)
     reference = train.train_and_evaluate(config, str(tmp_path / "ref"))
     workdir = tmp_path / "run"
@@ -125,9 +134,9 @@ def test_kill9_and_sigterm_lose_nothing_but_the_tail(tmp_path):
     assert "Rerun to resume" in err and "Traceback" not in err
 
     resumed = train.train_and_evaluate(config, str(workdir))
-    assert killed_at < resumed["resumed_from_step"] < steps
+    assert killed_at < resumed.resumed_from_step < steps
     for key in ("eval_top1", "eval_top1_ema", "eval_loss", "train_loss"):
-        assert resumed[key] == pytest.approx(reference[key], rel=1e-5), key
+        assert getattr(resumed, key) == pytest.approx(getattr(reference, key), rel=1e-5), key
     _assert_same_state(final_state(str(tmp_path / "ref"), config), final_state(str(workdir), config))
 
 
@@ -169,9 +178,7 @@ def test_bad_inputs_get_clear_errors(tmp_path):
 
 
 def test_launch_prints_config_errors_without_traceback(tmp_path):
-    proc = launch(
-        "--config", "tests/test_train_support.py", "--config.data.name=no_such_dataset", f"--workdir={tmp_path}"
-    )
+    proc = launch("--config", "tests/train_support.py", "--config.data.name=no_such_dataset", f"--workdir={tmp_path}")
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2
     assert "effscale: error: Unknown dataset 'no_such_dataset'" in err and "Traceback" not in err

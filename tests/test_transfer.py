@@ -71,13 +71,13 @@ def test_below_block6a_freezes_exactly_stem_to_block5c():
     assert _labelled(spec, "below:stage6") == labels
 
 
-def test_base_none_top_and_seed003_se16():
+def test_base_none_top_and_se16():
     spec = _spec()
     assert _modules(_labelled(spec, "base"), transfer.TRAINABLE) == {"predictions"}
     assert _modules(_labelled(spec, "none"), transfer.FROZEN) == set()
     assert _modules(_labelled(spec, "below:top"), transfer.TRAINABLE) == {"top_conv", "top_bn", "predictions"}
     assert _labelled(spec, "below:stem") == _labelled(spec, "none")
-    # Seed 003: trainable from Keras' multiply_16 (B0's 16th and last SE gate) on.
+    # Trainable from Keras' multiply_16 (B0's 16th and last SE gate) on.
     se16 = _modules(_labelled(spec, "below:se16"), transfer.TRAINABLE)
     assert se16 == {"block7a/project_conv", "block7a/project_bn", "top_conv", "top_bn", "predictions"}
     assert _labelled(spec, "below:block7a/project_conv") == _labelled(spec, "below:se16")

@@ -30,6 +30,7 @@ import ml_collections
 
 from configs.sweeps import base
 from effscale import scaling, sweep
+from effscale.units import si
 
 PAPER = (0.8e9, 1.8e9, 4.0e9)
 SMALL = (3.8, 8.0)
@@ -64,7 +65,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     points = []
     for budget in base.values(a["budgets"], PAPER if paper else SMALL):
         target = budget * base_macs if budget < 1000 else budget
-        label = f"{target / 1e9:.3g}G" if target >= 1e9 else f"{target / 1e6:.3g}M"
+        label = si(target)
         for strategy in STRATEGIES:
             found, macs = solve(c.model, strategy, target)
             overrides = {f"model.{k}": v for k, v in found.items() if v is not None}

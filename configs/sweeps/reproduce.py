@@ -4,7 +4,7 @@
     python launch.py --config configs/sweeps/reproduce.py --workdir sweeps/reproduce --mode=status
     python experiments/reproduce.py        # the above, then the table and figures in experiments/results/
 
-What it runs (small default, Fashion-MNIST on a 2-core CPU, ~1 hour): the base network of every
+What it runs (small default, Fashion-MNIST on a small CPU; timings in README): the base network of every
 sweep (B0 at 32 px, configs/sweeps/base.py) once, as the shared origin of every line (strategy
 'base'), then each dimension scaled alone and all three together, every point trained for the
 same `epochs` (default 1: the paper trains every variant with one recipe):
@@ -16,11 +16,10 @@ same `epochs` (default 1: the paper trains every variant with one recipe):
   (default 4), the depth-, width-, resolution- and compound-scaled networks solved to meet it
   with the analytic complexity (effscale.complexity), tagged with `target_macs`.
 
-Why this scale: the issue's budget is ~2 hours of a 2-core CPU for everything; one epoch of B0
-at 32 px took 3.4 minutes and the nine points 62 minutes (measured 2026-11-22). Resolution steps are multiples of
-16 px because at 32 px the deep stages' maps are ceil(r / 32) pixels wide: 36 px already costs
-what 48 px does. Compound points below phi = 1 mostly add depth: ceil() turns each of B0's
-one-block stages into two at any depth above 1 (see README, "What the sweeps show").
+Why this scale: the whole reproduction is meant to run on a small CPU in an afternoon. Resolution
+steps are multiples of 16 px because at 32 px the deep stages' maps are ceil(r / 32) pixels wide:
+36 px already costs what 48 px does. Compound points below phi = 1 mostly add depth: ceil() turns
+each of B0's one-block stages into two at any depth above 1 (see README, "What the sweeps show").
 
 Argument: dataset=NAME, scale=small|paper, epochs=E, budget=B (multiple of the base MACs),
 widths=, depths=, resolutions= (pixels), phis= ('/' separates; the equal-budget points are added).

@@ -1,8 +1,7 @@
 """Shared by the trainer tests (and their subprocesses): a tiny config and a runner.
 
-Not a test module itself; named test_train_* to stay with the trainer tests. Its
-tiny network (two short stages, 16 px) compiles in seconds, so the end-to-end
-tests stay cheap on a 2-core machine.
+Its tiny network (two short stages, 16 px) compiles in seconds, so the end-to-end
+tests stay cheap on a 2-core machine. Subprocesses import it through PYTHONPATH.
 """
 
 from __future__ import annotations
@@ -147,29 +146,36 @@ def synthetic_data():
 
 def final_state(workdir, config):
     """The latest checkpoint of `workdir` (a run of `config`) as a TrainState on this process's devices."""
-    from effscale import checkpoint, train
+    from effscale import checkpoint
+    from effscale.training import setup, state
 
     with synthetic_data():  # resolving the config reads the dataset's info
-        setup = train._Setup(config)
+        run = setup.make_setup(config)
     manager = checkpoint.Manager(str(workdir), 1, 1)
     try:
-        return manager.restore(setup.abstract_state())
+        return manager.restore(state.abstract_state(run))
     finally:
         manager.close()
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """This file doubles as a config file: ``launch.py --config tests/test_train_support.py:DATASET``."""
+    """This file doubles as a config file: ``launch.py --config tests/train_support.py:DATASET``."""
     return tiny_config(arg or "fashion_mnist", steps=2)
+
+
+def _env(extra: dict[str, str] | None) -> dict[str, str]:
+    """A subprocess's environment: CPU jax, the tests' compilation cache, this folder importable."""
+    path = os.pathsep.join(p for p in (str(ROOT / "tests"), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3", **CACHE_ENV, "PYTHONPATH": path,
+            **(extra or {})}  # fmt: skip
 
 
 def launch(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
     """Starts ``python launch.py ARGS`` at the repository root; the caller waits or signals."""
-    full_env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3", **CACHE_ENV, **(env or {})}
     return subprocess.Popen(
         [sys.executable, "launch.py", *args],
         cwd=ROOT,
-        env=full_env,
+        env=_env(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -179,12 +185,10 @@ def launch(*args: str, env: dict[str, str] | None = None, **kwargs) -> subproces
 
 def python_process(code: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Starts `code` in a fresh interpreter at the repository root (for flags read when jax starts)."""
-    full_env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3", **CACHE_ENV, **(env or {})}
-    prelude = f"import sys; sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'tests')!r}]\n"
     return subprocess.Popen(
-        [sys.executable, "-c", prelude + code],
+        [sys.executable, "-c", code],
         cwd=ROOT,
-        env=full_env,
+        env=_env(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

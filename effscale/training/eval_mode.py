@@ -1,0 +1,47 @@
+"""`--mode=eval`: the latest checkpoint of a workdir evaluated again, written as <workdir>/eval.json."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import ml_collections
+
+from effscale import checkpoint, parallel, record
+from effscale.training import recording
+from effscale.training.compiled import compile_eval
+from effscale.training.errors import config_errors
+from effscale.training.evaluation import run_eval
+from effscale.training.fingerprint import fingerprint
+from effscale.training.setup import make_setup
+from effscale.training.state import abstract_state
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> record.RunRecord:
+    """Evaluates the latest checkpoint of `workdir` (raw and EMA weights); returns and writes the record.
+
+    Raises ConfigError when `workdir` holds no checkpoint or checkpoints of another network.
+    """
+    wall_start = time.perf_counter()
+    with config_errors():
+        setup = make_setup(config)
+        if not checkpoint.has_checkpoint(workdir):
+            raise ValueError(f"No checkpoint in {workdir}: train first (--mode=train) or point --workdir at a run.")
+        checkpoint.guard(workdir, fingerprint(setup.net, setup.info.name, setup.config), write=False)
+    t = setup.config.train
+    ckpt = checkpoint.Manager(workdir, t.checkpoint_every_steps, t.keep_checkpoints)
+    try:
+        began = time.perf_counter()
+        eval_fn = compile_eval(setup)
+        compile_time = time.perf_counter() - began
+        parallel.barrier(f"effscale:compiled-eval:{os.path.abspath(workdir)}")
+        step = ckpt.latest_step()
+        state = ckpt.restore(abstract_state(setup, setup.phase_of(step)), step)
+        result = run_eval(setup, eval_fn, state)
+    finally:
+        ckpt.close()
+    out = recording.run_record(
+        setup, "evaluated", step, result, compile_time_s=compile_time, wall_time_s=time.perf_counter() - wall_start
+    )
+    recording.publish(workdir, record.EVAL, out)
+    return out

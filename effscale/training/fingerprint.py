@@ -1,0 +1,37 @@
+"""What a workdir's checkpoints are of; effscale.checkpoint.guard refuses a run of anything else."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import ml_collections
+
+from effscale import spec
+
+
+def fingerprint(net: spec.NetworkSpec, dataset: str, config: ml_collections.ConfigDict | None = None) -> dict[str, Any]:
+    """The full network description and the dataset.
+
+    With `config`, also the data subset, initial weights and freezing / phases, but only when
+    they differ from the defaults: workdirs of ordinary runs keep the fingerprint they had.
+    """
+    out: dict[str, Any] = {"dataset": dataset, "network": dataclasses.asdict(net)}
+    if config is None:
+        return out
+    d = config.data
+    if d.get("classes") or d.get("train_examples"):
+        out["subset"] = {"classes": d.classes, "train_examples": d.train_examples}
+    init = config.get("init")
+    if init is not None and init.weights:
+        out["init"] = {"weights": os.path.abspath(init.weights), "source": init.source, "top": init.top}
+    tr = config.get("transfer")
+    if tr is not None and (tr.freeze != "none" or tr.phases or tr.batchnorm != "frozen"):
+        out["transfer"] = {"freeze": tr.freeze, "batchnorm": tr.batchnorm, "phases": [plain(p) for p in tr.phases]}
+    return out
+
+
+def plain(phase: Any) -> dict[str, Any]:
+    """A phase of `config.transfer.phases` (a ConfigDict or a dict) as a plain dict."""
+    return phase.to_dict() if isinstance(phase, ml_collections.ConfigDict) else dict(phase)

@@ -1,0 +1,216 @@
+"""The training loop: `train_and_evaluate(config, workdir) -> RunRecord`.
+
+The compiled steps (effscale.training.compiled) are pure; this loop around them owns every side
+effect: data, checkpoints, logs, signals and the final, atomically written result.json.
+
+Resume: the step is the data position and the dropout key is derived from (seed, step), so a
+run resumed from a checkpoint continues exactly as an uninterrupted one would. The metrics log
+is rewound to the checkpoint, so it reads as one run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import ml_collections
+
+from effscale import checkpoint, host, parallel, record
+from effscale.training import progress, recording
+from effscale.training.compiled import EvalFn, TrainFn, compile_eval, compile_train
+from effscale.training.errors import Interrupted, config_errors
+from effscale.training.evaluation import EvalResult, run_eval
+from effscale.training.fingerprint import fingerprint
+from effscale.training.phases import Phase
+from effscale.training.setup import RunSetup, make_setup
+from effscale.training.signals import StopRequest
+from effscale.training.state import abstract_state, enter_phase, fresh_state
+from effscale.training.steps import TrainState
+from effscale.training.weights import initial_weights
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """What the loop works with and never changes."""
+
+    setup: RunSetup
+    workdir: str
+    ckpt: checkpoint.Manager
+    writer: record.MetricsWriter
+    eval_fn: EvalFn
+    start_step: int
+    stop_at_step: int | None
+    eval_every: int
+
+    @property
+    def lead(self) -> bool:
+        return self.writer.enabled
+
+
+@dataclasses.dataclass
+class _Loop:
+    """What the loop carries from step to step."""
+
+    state: TrainState
+    phase: Phase
+    train_fn: TrainFn
+    compile_time: float
+    last_saved: int | None
+    evals: list[tuple[int, EvalResult]]  # (step, result), the rewound log's first
+    pending: progress.Pending = dataclasses.field(default_factory=progress.Pending)
+    clock: progress.Clock = dataclasses.field(default_factory=progress.Clock)
+    train_metrics: Mapping[str, float] | None = None
+    tick: float = 0.0  # when the steps since the last log point began
+    tick_step: int = 0
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | None = None
+) -> record.RunRecord:
+    """Trains `config` in `workdir` (resuming from its latest checkpoint), evaluates, returns the run record.
+
+    The record is also written atomically to `<workdir>/result.json` by process 0.
+    Raises ConfigError for a bad config or an incompatible workdir (before any compile),
+    NonFiniteLossError when the loss diverges, Interrupted after a save on SIGINT /
+    SIGTERM / preemption, or at `stop_at_step` (a time slice: a later call continues the
+    same run, exactly as if it had not stopped).
+    """
+    wall_start = time.perf_counter()
+    lead = jax.process_index() == 0
+    with config_errors():
+        setup = make_setup(config)
+        checkpoint.guard(workdir, fingerprint(setup.net, setup.info.name, setup.config), write=lead)
+        # A resumed run has its weights in the checkpoint.
+        imported = None if checkpoint.has_checkpoint(workdir) else initial_weights(setup)
+    t = setup.config.train
+    ckpt = checkpoint.Manager(workdir, t.checkpoint_every_steps, t.keep_checkpoints, t.async_checkpoints)
+    writer = record.MetricsWriter(workdir, enabled=lead)
+    try:
+        run, loop = _start(setup, workdir, ckpt, writer, imported, stop_at_step)
+        with StopRequest() as stop:
+            _train(run, loop, stop)
+        ckpt.wait()
+        out = _finish(run, loop, time.perf_counter() - wall_start)
+        recording.publish(workdir, record.RESULT, out)
+        return out
+    finally:
+        writer.close()
+        ckpt.close()
+
+
+def _start(
+    setup: RunSetup,
+    workdir: str,
+    ckpt: checkpoint.Manager,
+    writer: record.MetricsWriter,
+    imported: Any,
+    stop_at_step: int | None,
+) -> tuple[_Run, _Loop]:
+    """Compiles, restores or initialises the state, and rewinds the metrics log to it."""
+    start_step = ckpt.latest_step() or 0
+    phase = setup.phase_of(start_step)
+    began = time.perf_counter()
+    train_fn, eval_fn = compile_train(setup, phase), compile_eval(setup)
+    compile_time = time.perf_counter() - began
+    host.return_freed_memory()
+    # Hosts finish compiling at different times; the first collective must not time out on them.
+    parallel.barrier(f"effscale:compiled:{os.path.abspath(workdir)}:{start_step}")
+    state = ckpt.restore(abstract_state(setup, phase)) if start_step else fresh_state(setup, imported)
+    if writer.enabled:
+        progress.log_start(setup, start_step, imported is not None)
+        if len(setup.phases) > 1 or phase.freeze != "none":
+            progress.log_phase(setup, phase)
+    evals = [(e["step"], EvalResult.from_metrics(e)) for e in writer.rewind(start_step) if e["kind"] == "eval"]
+    eval_every = max(1, int(round(setup.config.train.eval_every_epochs * setup.steps_per_epoch)))
+    run = _Run(setup, workdir, ckpt, writer, eval_fn, start_step, stop_at_step, eval_every)
+    return run, _Loop(state, phase, train_fn, compile_time, last_saved=start_step or None, evals=evals)
+
+
+def _train(run: _Run, loop: _Loop, stop: StopRequest) -> None:
+    """Steps from the start step to the end, switching phases on their boundaries."""
+    from effscale import data
+
+    setup = run.setup
+    batches = data.train_batches(
+        setup.config.data,
+        setup.net.resolution,
+        setup.local_batch,
+        setup.config.train.seed,
+        start_step=run.start_step,
+        process_index=jax.process_index(),
+        process_count=setup.processes,
+    )
+    loop.tick, loop.tick_step = time.perf_counter(), run.start_step
+    for step in range(run.start_step + 1, setup.total_steps + 1):
+        if step > loop.phase.end:
+            _next_phase(run, loop, step)
+        loop.state, metrics = loop.train_fn(loop.state, parallel.global_batch(next(batches), setup.batch_sharding))
+        loop.pending.add(step, metrics)
+        _after_step(run, loop, step, stop.signum)
+
+
+def _next_phase(run: _Run, loop: _Loop, step: int) -> None:
+    """The next phase: its optimizer, its compiled step."""
+    setup = run.setup
+    loop.phase = setup.phases[loop.phase.index + 1]
+    began = time.perf_counter()
+    loop.train_fn = compile_train(setup, loop.phase)
+    loop.compile_time += time.perf_counter() - began
+    host.return_freed_memory()
+    parallel.barrier(f"effscale:compiled:{os.path.abspath(run.workdir)}:{step}")
+    loop.state = enter_phase(setup, loop.phase, loop.state)
+    if run.lead:
+        progress.log_phase(setup, loop.phase)
+    loop.tick += time.perf_counter() - began  # the compile is not step time
+
+
+def _after_step(run: _Run, loop: _Loop, step: int, signum: int | None) -> None:
+    """At log, eval and save points: checks the loss, logs, saves, stops or evaluates."""
+    is_last = step == run.setup.total_steps
+    stopping = signum is not None or run.ckpt.reached_preemption(step) or step == run.stop_at_step
+    stopping = stopping and not is_last
+    log_now = step % run.setup.config.train.log_every_steps == 0 or is_last
+    eval_now = (step % run.eval_every == 0 or is_last) and not stopping
+    save_now = is_last or stopping or run.ckpt.should_save(step)
+    if not (log_now or eval_now or save_now):
+        return
+    # Fetching the metrics waits for the step: the NaN check comes before any save.
+    loop.train_metrics = loop.pending.flush(loop.last_saved, run.workdir) or loop.train_metrics
+    loop.clock.add(time.perf_counter() - loop.tick, step - loop.tick_step, first=loop.tick_step == run.start_step)
+    if log_now:
+        progress.log_train(run.writer, step, run.setup, loop.train_metrics, loop.clock)
+    if save_now:
+        run.ckpt.save(step, loop.state)
+        loop.last_saved = step
+    if stopping:
+        run.ckpt.wait()
+        raise Interrupted(step, signum, run.workdir, "stop_at_step" if step == run.stop_at_step else "preemption")
+    if eval_now:
+        result = run_eval(run.setup, run.eval_fn, loop.state)
+        loop.evals.append((step, result))
+        progress.log_eval(run.writer, step, step / run.setup.steps_per_epoch, result)
+    loop.tick, loop.tick_step = time.perf_counter(), step
+
+
+def _finish(run: _Run, loop: _Loop, wall_time: float) -> record.RunRecord:
+    """The run record: the evaluation at the last step (made now if the run resumed there)."""
+    total = run.setup.total_steps
+    final = loop.evals[-1][1] if loop.evals and loop.evals[-1][0] == total else None
+    if final is None:  # resumed at the end: nothing left to train, evaluate what is there
+        final = run_eval(run.setup, run.eval_fn, loop.state)
+    return recording.run_record(
+        run.setup,
+        "finished",
+        total,
+        final,
+        best_eval_top1=max(r.best_top1 for _, r in loop.evals) if loop.evals else final.top1,
+        train=loop.train_metrics,
+        step_time_s=loop.clock.step_time,
+        resumed_from_step=run.start_step,
+        compile_time_s=loop.compile_time,
+        wall_time_s=wall_time,
+    )
