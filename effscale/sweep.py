@@ -264,7 +264,8 @@ def run(
 ) -> dict[str, str]:
     """Runs this shard's points of a sweep one after another; returns {name: outcome}.
 
-    Outcomes: 'skipped' (result.json existed), 'done' (ran now) or 'failed' (error recorded,
+    Outcomes: 'skipped' (a sound result.json existed; a damaged one is moved aside and the point
+    rerun), 'done' (ran now) or 'failed' (error recorded,
     the sweep went on). `run_fn(config, point_dir)` trains one point; it must write
     result.json atomically at its end (if it only returns a RunRecord, the driver writes it) and
     resume from what it finds in point_dir. `agree(flag)` makes every process take process
@@ -282,23 +283,13 @@ def run(
     outcomes: dict[str, str] = {}
     for p, cfg in mine:
         pdir = workdir / p.name
-        if agree((pdir / RESULT_FILE).is_file()):
+        if agree(_finished(pdir, is_main, log)):
             outcomes[p.name] = "skipped"
-            damaged = results.read_point(pdir).problem
-            log(
-                f"  {p.name}: DAMAGED, skipped (remove it to rerun): {damaged}"
-                if damaged
-                else f"  {p.name}: done, skipped"
-            )
+            log(f"  {p.name}: done, skipped")
             continue
         record = describe_point(name, p, cfg, index[p.name])
         previous = results.read_json(pdir / ERROR_FILE) or {}
-        if is_main:
-            problem = _changed_model(results.read_json(pdir / POINT_FILE), record, pdir)
-            if problem is None:
-                run_record.write_json(pdir / POINT_FILE, record)
-        else:
-            problem = None
+        problem = _write_point(pdir, record) if is_main else None
         # A point that cannot resume safely is recorded like any failure; other processes follow.
         if agree(problem is not None):
             outcomes[p.name] = "failed"
@@ -308,29 +299,64 @@ def run(
             continue
         macs = si(record["describe"].get("macs"))
         log(f"  {p.name}: {results.point_state(pdir)}, running ({p.strategy}, {macs} MACs)")
-        start = time.time()
-        try:
-            result = run_fn(cfg, str(pdir))
-            if is_main and not (pdir / RESULT_FILE).is_file():
-                if not isinstance(result, run_record.RunRecord):
-                    raise TypeError(f"the run wrote no {RESULT_FILE} and returned {type(result).__name__}")
-                run_record.write_record(pdir / RESULT_FILE, result)
-        except stop_on:
-            log(f"  {p.name}: stopped after {time.time() - start:.0f} s; rerun to resume")
-            raise
-        except Exception as e:  # noqa: BLE001 - any failure of one point must not stop the sweep
-            outcomes[p.name] = "failed"
-            if is_main:
-                _record_failure(pdir, previous, type(e).__name__, str(e), traceback.format_exc())
-            log(f"  {p.name}: FAILED after {time.time() - start:.0f} s: {type(e).__name__}: {e}")
-            continue
-        if is_main:
-            (pdir / ERROR_FILE).unlink(missing_ok=True)
-        outcomes[p.name] = "done"
-        log(f"  {p.name}: done in {time.time() - start:.0f} s")
+        outcomes[p.name] = _run_point(cfg, pdir, run_fn, previous, is_main, log, stop_on)
     failed = sorted(n for n, o in outcomes.items() if o == "failed")
     log(f"sweep {name}: {sum(o != 'failed' for o in outcomes.values())} done, {len(failed)} failed {failed or ''}")
     return outcomes
+
+
+def _finished(pdir: Path, is_main: bool, log: Callable[[str], None]) -> bool:
+    """Whether the point has a sound run record. A damaged one is moved aside (kept, never deleted), so the
+    point runs again: the trainer resumes from its last checkpoint and writes a new record."""
+    if not (pdir / RESULT_FILE).is_file():
+        return False
+    problem = results.read_point(pdir).problem
+    if problem is None:
+        return True
+    if is_main:
+        aside = pdir / f"{RESULT_FILE}.damaged-{time.strftime('%Y%m%dT%H%M%S')}"
+        (pdir / RESULT_FILE).rename(aside)
+        log(f"  {pdir.name}: DAMAGED record ({problem}); moved to {aside.name}, rerunning from its checkpoint")
+    return False
+
+
+def _write_point(pdir: Path, record: Mapping[str, Any]) -> str | None:
+    """Writes point.json unless the directory holds work for another model; returns that problem, if any."""
+    problem = _changed_model(results.read_json(pdir / POINT_FILE), record, pdir)
+    if problem is None:
+        run_record.write_json(pdir / POINT_FILE, record)
+    return problem
+
+
+def _run_point(
+    cfg: ml_collections.ConfigDict,
+    pdir: Path,
+    run_fn: RunFn,
+    previous: Mapping[str, Any],
+    is_main: bool,
+    log: Callable[[str], None],
+    stop_on: tuple[type[BaseException], ...],
+) -> str:
+    """Trains one point; 'done', or 'failed' with error.json written. `stop_on` ends the sweep."""
+    start = time.time()
+    try:
+        result = run_fn(cfg, str(pdir))
+        if is_main and not (pdir / RESULT_FILE).is_file():
+            if not isinstance(result, run_record.RunRecord):
+                raise TypeError(f"the run wrote no {RESULT_FILE} and returned {type(result).__name__}")
+            run_record.write_record(pdir / RESULT_FILE, result)
+    except stop_on:
+        log(f"  {pdir.name}: stopped after {time.time() - start:.0f} s; rerun to resume")
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure of one point must not stop the sweep
+        if is_main:
+            _record_failure(pdir, previous, type(e).__name__, str(e), traceback.format_exc())
+        log(f"  {pdir.name}: FAILED after {time.time() - start:.0f} s: {type(e).__name__}: {e}")
+        return "failed"
+    if is_main:
+        (pdir / ERROR_FILE).unlink(missing_ok=True)
+    log(f"  {pdir.name}: done in {time.time() - start:.0f} s")
+    return "done"
 
 
 def _changed_model(old: Mapping[str, Any] | None, new: Mapping[str, Any], pdir: Path) -> str | None:

@@ -182,9 +182,14 @@ def test_a_damaged_record_is_reported_and_left_out_of_the_table(tmp_path):
     with pytest.warns(UserWarning, match="left out of the table: .*done.result.json: not valid JSON"):
         table = results.collect(tmp_path, sweep.pending_records(config))
     assert {r["point"] for r in table} == {"partial", "failed", "pending"}
+    # The sweep keeps the damaged record aside and reruns the point (the trainer resumes from its checkpoint).
     logged: list = []
-    assert sweep.run(config, tmp_path, lambda c, w: None, shard=(0, 4), log=logged.append) == {"done": "skipped"}
-    assert "DAMAGED, skipped" in logged[1]
+    rerun = record.read_record(V0_EXAMPLE)
+    assert sweep.run(config, tmp_path, lambda c, w: rerun, shard=(0, 4), log=logged.append) == {"done": "done"}
+    assert "DAMAGED record" in logged[1] and "rerunning from its checkpoint" in logged[1]
+    (aside,) = (tmp_path / "done").glob("result.json.damaged-*")
+    assert aside.read_text() == '{"eval_top1": 0.9'
+    assert record.read_record(tmp_path / "done" / "result.json") == rerun
 
 
 def test_point_state(tmp_path):
