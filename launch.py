@@ -9,7 +9,9 @@ Without --workdir a run goes to runs/<config file name>[_<config argument>]. A s
 run with the same workdir resumes from its latest checkpoint. Multi-host: pass
 --multihost (or run under a launcher that sets JAX_COORDINATOR_ADDRESS, SLURM or
 Open MPI variables, or on a Cloud TPU slice); each process runs the same command.
-Exit status: 0 done, 1 the loss diverged, 2 a bad command line, config or workdir (one line
+Exit status: 0 done, 1 the loss diverged or a write failed for want of space or permission (disk
+full, read-only, quota: the last good checkpoint is kept; rerun to resume once fixed), 2 a bad
+command line, config or workdir, or no checkpoint of the workdir restores (each one line
 `effscale: error: ...`, before JAX starts where the command line alone shows it), 128 + signal
 number after a save on SIGINT / SIGTERM (rerun to resume).
 """
@@ -134,6 +136,11 @@ def _start_jax() -> None:
     import jax
 
     _quiet_libraries()
+    # Orbax logs a failed background save with a traceback from every thread it touched before
+    # re-raising it, which effscale then reports in one line.
+    from effscale import checkpoint
+
+    logging.getLogger("absl").addFilter(checkpoint.not_orbax_error)
     progress = logging.getLogger("effscale")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
@@ -154,6 +161,7 @@ def _train_or_eval(config, mode: str, workdir: str) -> int:
     import jax
 
     from effscale import train
+    from effscale.training import errors
 
     try:
         run = train.train_and_evaluate if mode == "train" else train.evaluate
@@ -164,12 +172,27 @@ def _train_or_eval(config, mode: str, workdir: str) -> int:
     except train.NonFiniteLossError as e:
         print(f"effscale: error: {e}", file=sys.stderr)
         return 1
+    except (errors.StorageError, OSError) as e:  # a full or read-only disk is one line, other OSErrors a traceback
+        storage = errors.as_storage_error(e)
+        if storage is None:
+            raise
+        return _storage_failed(storage)
     except train.Interrupted as e:
         print(f"effscale: {e}", file=sys.stderr)
         return 128 + (e.signum or signal.SIGTERM)
     if jax.process_index() == 0:
         print(_summary(out))
     return 0
+
+
+def _storage_failed(error: Exception) -> int:
+    """Prints a failed write's one line; exit status 1."""
+    import warnings
+
+    # The failed save's abandoned coroutines would each warn at exit that they were never awaited.
+    warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
+    print(f"effscale: error: {error}", file=sys.stderr)
+    return 1
 
 
 def _summary(record) -> str:

@@ -64,6 +64,65 @@ def _variant_model(model_cfg: dict[str, Any], variant: str) -> dict[str, Any]:
     return {**model_cfg, **overrides}
 
 
+def _model_config(config: Any, resolution: int | None) -> dict[str, Any]:
+    """config.model as a dict, with the benchmark's resolution and ImageNet's class count filled in."""
+    model_cfg = config.model.to_dict()
+    if resolution:
+        model_cfg["resolution"] = resolution
+    if model_cfg.get("num_classes") is None:
+        model_cfg["num_classes"] = 1000
+    return model_cfg
+
+
+def _effscale_jobs(
+    common: dict[str, Any],
+    model_cfg: dict[str, Any],
+    train_cfg: dict[str, Any],
+    variants: list[str],
+    malloc_trim: bool,
+    hugepages: str,
+) -> list[dict]:
+    """One effscale job per variant."""
+    return [
+        {
+            **common,
+            "framework": "effscale",
+            "name": "effscale" + ("" if v == "default" else f"[{v}]"),
+            "model": _variant_model(model_cfg, v),
+            "train": train_cfg,
+            "malloc_trim": malloc_trim,
+            "hugepages": hugepages != "none",
+        }
+        for v in variants
+    ]
+
+
+def _reference_job(
+    common: dict[str, Any],
+    name: str,
+    net: spec.NetworkSpec,
+    model_cfg: dict[str, Any],
+    train_cfg: dict[str, Any],
+    torch_threads: int,
+    hugepages: str,
+) -> dict:
+    """The job of a reference framework (timm or Keras); 'torch_cl@1' pins its thread count (torch only)."""
+    fw, _, threads = name.partition("@")
+    preset = str(model_cfg.get("preset") or "b0").lower()
+    return {
+        **common,
+        "framework": fw,
+        "name": name,
+        "preset": preset,
+        "timm_model": f"efficientnet_{preset}",
+        "dropout": net.dropout,
+        "drop_path": float(model_cfg.get("drop_path", 0.2)),
+        "torch_threads": int(threads) if threads else torch_threads,
+        "train_cfg": train_cfg,
+        "hugepages": hugepages == "all",
+    }
+
+
 def make_jobs(
     config: Any,
     *,
@@ -83,11 +142,7 @@ def make_jobs(
     """One job per (framework, effscale variant): what a worker process needs, as JSON-able dicts."""
     if hugepages not in HUGEPAGES:
         raise ValueError(f"hugepages must be one of {HUGEPAGES}, got {hugepages!r}.")
-    model_cfg = config.model.to_dict()
-    if resolution:
-        model_cfg["resolution"] = resolution
-    if model_cfg.get("num_classes") is None:
-        model_cfg["num_classes"] = 1000
+    model_cfg = _model_config(config, resolution)
     net = spec.build(model_cfg)
     train_cfg = config.train.to_dict()
     common = {
@@ -102,39 +157,13 @@ def make_jobs(
     }
     jobs = []
     for name in frameworks:
-        # 'torch_cl@1': the framework with its thread count pinned (torch only), measured as its own row.
-        fw, _, threads = name.partition("@")
+        fw = name.partition("@")[0]
         if fw not in FRAMEWORKS:
             raise ValueError(f"Unknown framework {fw!r}: choose from {', '.join(FRAMEWORKS)}.")
         if fw == "effscale":
-            jobs += [
-                {
-                    **common,
-                    "framework": fw,
-                    "name": "effscale" + ("" if v == "default" else f"[{v}]"),
-                    "model": _variant_model(model_cfg, v),
-                    "train": train_cfg,
-                    "malloc_trim": malloc_trim,
-                    "hugepages": hugepages != "none",
-                }
-                for v in variants
-            ]
-            continue
-        preset = str(model_cfg.get("preset") or "b0").lower()
-        jobs.append(
-            {
-                **common,
-                "framework": fw,
-                "name": name,
-                "preset": preset,
-                "timm_model": f"efficientnet_{preset}",
-                "dropout": net.dropout,
-                "drop_path": float(model_cfg.get("drop_path", 0.2)),
-                "torch_threads": int(threads) if threads else torch_threads,
-                "train_cfg": train_cfg,
-                "hugepages": hugepages == "all",
-            }
-        )
+            jobs += _effscale_jobs(common, model_cfg, train_cfg, variants, malloc_trim, hugepages)
+        else:
+            jobs.append(_reference_job(common, name, net, model_cfg, train_cfg, torch_threads, hugepages))
     return jobs
 
 

@@ -90,16 +90,13 @@ def measure(
 # effscale
 
 
-def run_effscale(job: dict[str, Any]) -> dict[str, Any]:
-    """The trainer's own train step (effscale.train.train_step) and a jitted inference forward."""
+def _effscale_step(job: dict[str, Any]) -> tuple[Any, Any, Any, Callable]:
+    """(network spec, module, optimizer, the trainer's train step) for `job`'s model and train configs."""
     import functools
 
-    import jax
-    import jax.numpy as jnp
     import ml_collections
-    import numpy as np
 
-    from effscale import host, model, optim, spec, train
+    from effscale import model, optim, spec, train
 
     model_cfg = ml_collections.ConfigDict(job["model"])
     train_cfg = ml_collections.ConfigDict(job["train"])
@@ -108,7 +105,6 @@ def run_effscale(job: dict[str, Any]) -> dict[str, Any]:
     # A schedule over a nominal epoch length: only its value at the step matters for speed.
     lr = optim.schedule(train_cfg, 1000, 100_000)
     tx = optim.create(train_cfg, lr)
-    b, r = job["batch"], net.resolution
     step = functools.partial(
         train.train_step,
         module=module,
@@ -119,7 +115,15 @@ def run_effscale(job: dict[str, Any]) -> dict[str, Any]:
         ema=float(train_cfg.ema_decay),
         seed=0,
     )
-    out: dict[str, Any] = {
+    return net, module, tx, step
+
+
+def _effscale_info(module: Any) -> dict[str, Any]:
+    """The platform and the module's runtime choices, for the result row."""
+    import jax
+    import jax.numpy as jnp
+
+    return {
         "platform": jax.default_backend(),
         "device": str(jax.devices()[0].device_kind),
         "depthwise": module.depthwise,
@@ -129,31 +133,69 @@ def run_effscale(job: dict[str, Any]) -> dict[str, Any]:
         "remat": module.remat,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
-    state = jax.jit(lambda: train.init_state(module, tx, 0, net))()
+
+
+def _effscale_batch(net: Any, size: int) -> dict[str, Any]:
+    """A fixed random batch of `size` images and labels shaped for `net`."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    r = net.resolution
     rng = np.random.default_rng(0)
-    batch = {
-        "image": jnp.asarray(rng.standard_normal((b, r, r, net.in_channels), np.float32)),
-        "label": jnp.asarray(rng.integers(0, net.num_classes, (b,), np.int32)),
+    return {
+        "image": jnp.asarray(rng.standard_normal((size, r, r, net.in_channels), np.float32)),
+        "label": jnp.asarray(rng.integers(0, net.num_classes, (size,), np.int32)),
     }
+
+
+def _compile_train(step: Callable, state: Any, batch: dict[str, Any], out: dict[str, Any], malloc_trim: bool) -> Any:
+    """Compiles the train step, recording its compile time, memory and the RSS after it into `out`."""
+    import jax
+
+    from effscale import host
+
     # Donating the state as the trainer does: XLA updates it in place (less memory, fewer copies).
     t0 = time.perf_counter()
     compiled = jax.jit(step, donate_argnums=0).lower(state, batch).compile()
     out["train_compile_s"] = time.perf_counter() - t0
     out["train_memory"] = _memory_analysis(compiled)
     out["rss_after_compile_bytes"] = peak_rss_bytes()
-    if job.get("malloc_trim"):
+    if malloc_trim:
         host.return_freed_memory()  # as the trainer does after compiling
-    holder = {"state": state}
+    return compiled
+
+
+def _inference_compiler(
+    module: Any, holder: dict[str, Any], image: Any, out: dict[str, Any]
+) -> Callable[[], Callable[[], Any]]:
+    """A function that takes the train state from `holder`, compiles inference on it and returns one inference step."""
+    import jax
 
     def compile_infer() -> Callable[[], Any]:
         s = holder.pop("state")
         variables = {"params": s.params, "batch_stats": s.batch_stats}
         t0 = time.perf_counter()
-        infer = jax.jit(lambda v, x: module.apply(v, x, train=False)).lower(variables, batch["image"]).compile()
+        infer = jax.jit(lambda v, x: module.apply(v, x, train=False)).lower(variables, image).compile()
         out["infer_compile_s"] = time.perf_counter() - t0
         out["infer_memory"] = _memory_analysis(infer)
-        return lambda: infer(variables, batch["image"]).block_until_ready()
+        return lambda: infer(variables, image).block_until_ready()
 
+    return compile_infer
+
+
+def run_effscale(job: dict[str, Any]) -> dict[str, Any]:
+    """The trainer's own train step (effscale.train.train_step) and a jitted inference forward."""
+    import jax
+
+    from effscale import train
+
+    net, module, tx, step = _effscale_step(job)
+    out = _effscale_info(module)
+    state = jax.jit(lambda: train.init_state(module, tx, 0, net))()
+    batch = _effscale_batch(net, job["batch"])
+    compiled = _compile_train(step, state, batch, out, bool(job.get("malloc_trim")))
+    holder = {"state": state}
+    compile_infer = _inference_compiler(module, holder, batch["image"], out)
     if job.get("compile_only"):
         compile_infer()
         out["peak_rss_bytes"] = peak_rss_bytes()
@@ -211,30 +253,33 @@ def _torchvision_without_ops() -> None:
         torch.library.define(f"torchvision::{op}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
 
 
-def run_torch(job: dict[str, Any], channels_last: bool) -> dict[str, Any]:
-    """timm's efficientnet_b<N> with torch.optim.RMSprop, label smoothing and a weight EMA.
-
-    On a GPU the step uses automatic mixed precision (bfloat16 autocast) and channels_last,
-    as a user after speed would.
-    """
-    import torch
-
-    _torchvision_without_ops()
+def _timm_model(job: dict[str, Any], device: Any, fmt: Any) -> Any:
+    """timm's EfficientNet for `job`, on `device` in memory format `fmt` (call after _torchvision_without_ops)."""
     import timm
 
-    if job.get("torch_threads"):
-        # torch's OpenMP threads spin at barriers: with another busy process on a small machine,
-        # 2 threads can run many times slower than 1, so the benchmark can pin the count.
-        torch.set_num_threads(job["torch_threads"])
-    cuda = torch.cuda.is_available()
-    device = torch.device("cuda" if cuda else "cpu")
-    channels_last = channels_last or cuda
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    t = job["train_cfg"]
     net = timm.create_model(
         job["timm_model"], num_classes=job["num_classes"], drop_rate=job["dropout"], drop_path_rate=job["drop_path"]
     )
-    net = net.to(device=device, memory_format=fmt)
+    return net.to(device=device, memory_format=fmt)
+
+
+def _torch_batch(job: dict[str, Any], device: Any, fmt: Any) -> tuple[Any, Any]:
+    """A fixed random batch (images, labels) of `job`'s size on `device`."""
+    import torch
+
+    b, r = job["batch"], job["resolution"]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(b, 3, r, r, generator=gen).to(device=device, memory_format=fmt)
+    y = torch.randint(0, job["num_classes"], (b,), generator=gen).to(device)
+    return x, y
+
+
+def _torch_steps(
+    net: Any, t: dict[str, Any], x: Any, y: Any, cuda: bool
+) -> tuple[Callable[[], None], Callable[[], Callable[[], None]]]:
+    """(one train step, a function that switches to inference and returns one inference step) for the recipe `t`."""
+    import torch
+
     opt = torch.optim.RMSprop(
         net.parameters(),
         lr=t["learning_rate"],
@@ -245,10 +290,6 @@ def run_torch(job: dict[str, Any], channels_last: bool) -> dict[str, Any]:
     )
     ema = [p.detach().clone() for p in net.parameters()]
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=t["label_smoothing"])
-    b, r = job["batch"], job["resolution"]
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(b, 3, r, r, generator=gen).to(device=device, memory_format=fmt)
-    y = torch.randint(0, job["num_classes"], (b,), generator=gen).to(device)
     sync = torch.cuda.synchronize if cuda else (lambda: None)
 
     def amp() -> Any:
@@ -276,6 +317,31 @@ def run_torch(job: dict[str, Any], channels_last: bool) -> dict[str, Any]:
 
         return infer_once
 
+    return train_once, make_infer
+
+
+def run_torch(job: dict[str, Any], channels_last: bool) -> dict[str, Any]:
+    """timm's efficientnet_b<N> with torch.optim.RMSprop, label smoothing and a weight EMA.
+
+    On a GPU the step uses automatic mixed precision (bfloat16 autocast) and channels_last,
+    as a user after speed would.
+    """
+    import torch
+
+    _torchvision_without_ops()
+    import timm
+
+    if job.get("torch_threads"):
+        # torch's OpenMP threads spin at barriers: with another busy process on a small machine,
+        # 2 threads can run many times slower than 1, so the benchmark can pin the count.
+        torch.set_num_threads(job["torch_threads"])
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    channels_last = channels_last or cuda
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    net = _timm_model(job, device, fmt)
+    x, y = _torch_batch(job, device, fmt)
+    train_once, make_infer = _torch_steps(net, job["train_cfg"], x, y, cuda)
     out: dict[str, Any] = {
         "platform": "gpu" if cuda else "cpu",
         "torch": torch.__version__,

@@ -9,20 +9,34 @@ complete, so a process killed mid-save leaves the previous checkpoint intact.
 description and the dataset). A run whose config describes something else is
 refused instead of silently restoring mismatched weights or overwriting them.
 All calls must be made on every process (orbax synchronises them).
+
+A checkpoint that does not restore (a truncated or damaged file) is skipped for the next older
+one, and moved to `<workdir>/checkpoints-damaged/` rather than deleted. A save that fails for
+want of space or permission raises StorageError and removes orbax's temporary directory.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import json
+import logging
 import os
-from collections.abc import Mapping
+import shutil
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
 
-from effscale import record
+from effscale import parallel, record
+from effscale.training.errors import CheckpointsDamagedError, StorageError, storage_cause
 
 FINGERPRINT = "fingerprint.json"
+DAMAGED = "checkpoints-damaged"
+_TMP_MARK = ".orbax-checkpoint-tmp"  # orbax writes checkpoint <step> as <step>.orbax-checkpoint-tmp[-...] first
+_log = logging.getLogger("effscale")
+_ORBAX_SOURCE = os.path.dirname(ocp.__file__) + os.sep
 
 
 class Manager:
@@ -37,7 +51,9 @@ class Manager:
             cleanup_tmp_directories=True,  # what a killed save left behind
         )
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._failed = False  # a storage error was raised: close() must not raise it again
+        with self._storage_errors():
+            self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
         """The newest complete checkpoint's step, or None."""
@@ -51,32 +67,145 @@ class Manager:
         step = self.latest_step() if step is None else step
         return self._manager.restore(step, args=ocp.args.StandardRestore(target))
 
+    def restore_newest(self, abstract_for_step: Callable[[int], Any]) -> tuple[int, Any] | None:
+        """(step, state) of the newest checkpoint that restores, or None when there is none.
+
+        `abstract_for_step(step)` is the target for `restore`. Checkpoints newer than the one
+        restored failed to restore: each is named in a warning and moved to DAMAGED. Raises
+        CheckpointsDamagedError, moving nothing, when none restores (a cause common to all, such
+        as a changed program, must not cost the user their checkpoints).
+        """
+        failures: list[tuple[int, Exception]] = []
+        for step in reversed(self.steps()):
+            try:
+                state = self.restore(abstract_for_step(step), step)
+            except Exception as e:  # noqa: BLE001 - orbax, TensorStore and json each raise their own types
+                failures.append((step, e))
+                continue
+            for bad, cause in failures:
+                self._set_aside(bad, cause, step)
+            if failures:
+                self._manager.reload()  # forget the moved steps, so that saving them again is allowed
+            return step, state
+        if failures:
+            causes = "; ".join(f"step {s}: {_first_line(e)}" for s, e in failures[:3])
+            raise CheckpointsDamagedError(
+                f"No checkpoint in {self.directory} restores ({causes}). They are left as they are: "
+                "move that directory away to start afresh, or choose another --workdir."
+            )
+        return None
+
+    def _set_aside(self, step: int, cause: Exception, resumed: int) -> None:
+        """Moves the damaged checkpoint `step` out of orbax's sight (process 0) and says where."""
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+        target = os.path.join(os.path.dirname(self.directory), DAMAGED, f"{step}-{stamp}")
+        if jax.process_index() == 0:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.move(os.path.join(self.directory, str(step)), target)
+            _log.warning(
+                "Checkpoint step %d does not restore (%s); moved it to %s and resumed from step %d.",
+                step, _first_line(cause), target, resumed,
+            )  # fmt: skip
+        parallel.barrier(f"effscale:set-aside:{self.directory}:{step}")
+
+    def steps(self) -> list[int]:
+        """The steps of the complete checkpoints, oldest first."""
+        return sorted(self._manager.all_steps())
+
+    def delete(self, step: int) -> None:
+        """Deletes checkpoint `step` (after waiting for a background save)."""
+        self.wait()
+        self._manager.delete(step)
+
     def should_save(self, step: int) -> bool:
         """Whether `step` is on the save interval (or the cluster signalled preemption)."""
         return self._manager.should_save(step)
 
     def save(self, step: int, state: Any) -> None:
-        """Saves `state` as checkpoint `step` (in the background when asynchronous)."""
-        self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+        """Saves `state` as checkpoint `step` (in the background when asynchronous).
+
+        Raises StorageError when this save, or the previous one still in the background, fails
+        for want of space or permission.
+        """
+        with self._storage_errors():
+            self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
     def reached_preemption(self, step: int) -> bool:
         """True on every process at the same step once the cluster signalled preemption."""
         return self._manager.reached_preemption(step)
 
     def wait(self) -> None:
-        """Blocks until a background save has been committed."""
-        self._manager.wait_until_finished()
+        """Blocks until a background save has been committed; StorageError as `save`."""
+        with self._storage_errors():
+            self._manager.wait_until_finished()
 
     def close(self) -> None:
-        self._manager.close()
+        """Waits for a background save and releases orbax's threads; StorageError as `save`.
+
+        After a StorageError the failed save's error is not raised a second time.
+        """
+        if not self._failed:
+            with self._storage_errors():
+                self._manager.close()
+            return
+        with contextlib.suppress(Exception):
+            self._manager.close()
+
+    @contextlib.contextmanager
+    def _storage_errors(self) -> Iterator[None]:
+        """Turns a failed write's exception chain into one StorageError, after removing its temporary files."""
+        try:
+            yield
+        except Exception as e:
+            cause = storage_cause(e)
+            if cause is None:
+                raise
+            self._failed = True
+            self._remove_temporaries()
+            kept = _complete_steps(self.directory)
+            kept_text = f"the last good checkpoint (step {kept[-1]}) is kept" if kept else "no checkpoint was saved yet"
+            raise StorageError(
+                f"Cannot write a checkpoint in {self.directory}: {cause}; {kept_text}. "
+                "Free space or fix the permissions (or choose another --workdir), then rerun to resume."
+            ) from e
+
+    def _remove_temporaries(self) -> None:
+        """Deletes what a failed save left (orbax removes it only when a manager is next created)."""
+        if jax.process_index() != 0 or not os.path.isdir(self.directory):
+            return
+        for name in os.listdir(self.directory):
+            if _TMP_MARK in name:
+                shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+
+
+def not_orbax_error(entry: logging.LogRecord) -> bool:
+    """A logging filter (for absl's logger, which orbax logs through) that drops orbax's ERROR records.
+
+    Orbax logs a failed background save, with its traceback, from each thread involved before it
+    re-raises the failure to the caller, where the Manager reports it once.
+    """
+    return entry.levelno < logging.ERROR or not entry.pathname.startswith(_ORBAX_SOURCE)
+
+
+def _complete_steps(directory: str) -> list[int]:
+    """The steps of the complete checkpoints in `directory`, oldest first, read from the disk."""
+    if not os.path.isdir(directory):
+        return []
+    return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of the exception `exc` was raised from (orbax wraps TensorStore's precise one in a vaguer one)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(exc).strip().splitlines()
+    line = f"{type(exc).__name__}: {text[0] if text else ''}"
+    return line if len(line) <= 300 else line[:297] + "..."
 
 
 def has_checkpoint(workdir: str) -> bool:
     """Whether `workdir` holds at least one complete checkpoint (without creating anything)."""
-    directory = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(directory):
-        return False
-    return any(name.isdigit() for name in os.listdir(directory))
+    return bool(_complete_steps(os.path.join(workdir, "checkpoints")))
 
 
 def _differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -99,11 +228,12 @@ def guard(workdir: str, fingerprint: Mapping[str, Any], write: bool) -> None:
     """Refuses a workdir whose checkpoints are of a different network or dataset.
 
     `fingerprint` must be JSON-ready. The first run of a workdir records it (when
-    `write`, i.e. on process 0); later runs must match it. Raises ValueError with the
+    `write`, i.e. on process 0, once the whole run has been validated: see
+    `write_fingerprint`); later runs must match it. Raises ValueError with the
     differences and the fix.
     """
     path = os.path.join(workdir, FINGERPRINT)
-    new = json.loads(json.dumps(fingerprint))  # tuples -> lists, as they will read back
+    new = _plain(fingerprint)
     if os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
@@ -121,4 +251,15 @@ def guard(workdir: str, fingerprint: Mapping[str, Any], write: bool) -> None:
             "Choose another --workdir, or delete this one to start over."
         )
     if write:
-        record.write_json(path, new)
+        write_fingerprint(workdir, fingerprint)
+
+
+def write_fingerprint(workdir: str, fingerprint: Mapping[str, Any]) -> None:
+    """Records `fingerprint` as what `workdir`'s checkpoints are of, unless it already is (see `guard`)."""
+    path = os.path.join(workdir, FINGERPRINT)
+    if not os.path.exists(path):
+        record.write_json(path, _plain(fingerprint))
+
+
+def _plain(fingerprint: Mapping[str, Any]) -> Any:
+    return json.loads(json.dumps(fingerprint))  # tuples -> lists, as they will read back

@@ -15,7 +15,7 @@ import json
 import math
 import os
 import platform
-import tempfile
+import secrets
 import typing
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +23,8 @@ from typing import Any
 RESULT = "result.json"  # written by training
 EVAL = "eval.json"  # written by --mode=eval
 METRICS = "metrics.jsonl"
+# A metrics-log event that carries a stopped run's unlogged train metrics to its resume, which removes it.
+CARRY = "carry"
 FORMAT_VERSION = 1  # records written before versions existed read as version 0 (the same field names)
 STATUSES = ("finished", "evaluated")
 FRACTIONS = ("eval_top1", "eval_top5", "eval_top1_ema", "eval_top5_ema", "best_eval_top1", "train_accuracy")
@@ -32,11 +34,14 @@ _PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow",
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     """Writes `text` to `path` atomically: readers see the old file or the new one, never a mix.
 
-    A temporary file in the same directory is flushed, fsynced and renamed over `path`.
+    A temporary file in the same directory is flushed, fsynced and renamed over `path`. It is
+    created with mode 0666 less the umask, as `open` would: records on a shared cluster stay
+    readable by the group.
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    tmp = os.path.join(directory, f".tmp-{secrets.token_hex(8)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -90,7 +95,7 @@ def package_versions() -> dict[str, str | None]:
 class MetricsWriter:
     """Appends metrics to `<workdir>/metrics.jsonl` and TensorBoard event files under `<workdir>/tb`.
 
-    Each JSONL line is one event: {"step": ..., "kind": "train" | "eval", ...}.
+    Each JSONL line is one event: {"step": ..., "kind": "train" | "eval" | CARRY, ...}.
     `enabled=False` (processes other than 0) makes every call a no-op.
     """
 
@@ -103,13 +108,14 @@ class MetricsWriter:
             self._tb_dir = os.path.join(workdir, "tb")
 
     def write(self, step: int, kind: str, metrics: Mapping[str, Any]) -> None:
-        """Logs one event's scalars."""
+        """Logs one event; its scalars also go to TensorBoard, except a CARRY event's (not a measurement)."""
         if not self.enabled:
             return
         line = json.dumps(_jsonable({"step": int(step), "kind": kind, **metrics}), sort_keys=True)
         with open(self._path, "a") as f:
             f.write(line + "\n")
-        self._summaries(step, kind, metrics)
+        if kind != CARRY:
+            self._summaries(step, kind, metrics)
 
     def _summaries(self, step: int, kind: str, metrics: Mapping[str, Any]) -> None:
         import tensorflow as tf
@@ -130,7 +136,8 @@ class MetricsWriter:
         """Drops the events after `step` (logged after the checkpoint a run resumes from) and returns the rest.
 
         A killed run may have logged steps past its last checkpoint; the resumed run logs
-        them again, so the log reads as one uninterrupted run.
+        them again, so the log reads as one uninterrupted run. CARRY events are returned
+        but no longer kept: the resume takes over what they carry.
         """
         if not os.path.exists(self._path):
             return []
@@ -144,10 +151,8 @@ class MetricsWriter:
                 if event.get("step", 0) <= step:
                     kept.append(event)
         if self.enabled:
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".jsonl", dir=os.path.dirname(self._path))
-            with os.fdopen(fd, "w") as f:
-                f.writelines(json.dumps(e, sort_keys=True) + "\n" for e in kept)
-            os.replace(tmp, self._path)
+            lines = [json.dumps(e, sort_keys=True) + "\n" for e in kept if e.get("kind") != CARRY]
+            write_text(self._path, "".join(lines))
         return kept
 
     def close(self) -> None:
@@ -166,8 +171,7 @@ class RunRecord:
 
     One name per field; accuracies are fractions. Counts are the analytic ones of the network the
     run trained (effscale.complexity on the resolved config, the dataset's class count included).
-    Optional fields are None when the run could not measure them (e.g. train metrics of a run
-    that resumed after its last step).
+    Optional fields are None when the run could not measure them (e.g. xla_flops when not asked for).
     """
 
     # What was trained.

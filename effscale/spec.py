@@ -218,23 +218,8 @@ def _check_positive(field: str, value: float) -> None:
         raise ValueError(f"{field} must be a positive number, got {value!r}.")
 
 
-def build(model: Mapping[str, Any]) -> NetworkSpec:
-    """Builds the network description from a model config (a ConfigDict or mapping).
-
-    Recognised fields (all optional): preset, width, depth, resolution, dropout,
-    phi, alpha, beta, gamma, resolution_multiple, blocks, stem_channels,
-    head_channels, drop_path, num_classes, include_top, pooling, head_hidden,
-    in_channels, bn_momentum, bn_epsilon, divisor.
-    """
-    width, depth, resolution, dropout, phi = resolve_scale(model)
-    divisor = int(model.get("divisor", 8))
-    block_strings: Sequence[str] = tuple(model.get("blocks") or B0_BLOCKS)
-    stages = [decode_block(s) for s in block_strings]
-    stem_base = int(model.get("stem_channels") or B0_STEM)
-    head_base = int(model.get("head_channels") or B0_HEAD)
-    drop_path = float(model.get("drop_path", 0.2))
-    if not 0 <= drop_path < 1:
-        raise ValueError(f"model.drop_path must be in [0, 1), got {drop_path}.")
+def _head_fields(model: Mapping[str, Any]) -> tuple[str | None, bool, int, tuple[int, ...]]:
+    """(pooling, include_top, num_classes, head_hidden) from a model config, checked against each other."""
     pooling = model.get("pooling", "avg")
     if pooling not in (*POOLINGS, None):
         raise ValueError(f"model.pooling must be one of {POOLINGS} or None, got {pooling!r}.")
@@ -251,13 +236,23 @@ def build(model: Mapping[str, Any]) -> NetworkSpec:
         raise ValueError(f"model.head_hidden must be a tuple of positive layer widths, got {head_hidden!r}.")
     if head_hidden and not include_top:
         raise ValueError("model.head_hidden needs model.include_top=True (the hidden layers feed the classifier).")
+    return pooling, include_top, num_classes, head_hidden
 
-    stem_channels = scaling.round_filters(stem_base, width, divisor)
-    stem_resolution = same_output_size(resolution, 2)
+
+def _scaled_blocks(
+    stages: Sequence[StageArgs],
+    width: float,
+    depth: float,
+    divisor: int,
+    drop_path: float,
+    in_channels: int,
+    in_resolution: int,
+) -> tuple[BlockSpec, ...]:
+    """Every block of the scaled stages, fed by `in_channels` at `in_resolution` (the stem's output)."""
     repeats = [scaling.round_repeats(s.repeats, depth) for s in stages]
     total = sum(repeats)
     blocks: list[BlockSpec] = []
-    in_ch, size = stem_channels, stem_resolution
+    in_ch, size = in_channels, in_resolution
     for stage_idx, (args, n) in enumerate(zip(stages, repeats, strict=True), start=1):
         out_ch = scaling.round_filters(args.out_channels, width, divisor)
         for j in range(n):
@@ -284,13 +279,36 @@ def build(model: Mapping[str, Any]) -> NetworkSpec:
                 )
             )
             in_ch, size = out_ch, out_size
+    return tuple(blocks)
+
+
+def build(model: Mapping[str, Any]) -> NetworkSpec:
+    """Builds the network description from a model config (a ConfigDict or mapping).
+
+    Recognised fields (all optional): preset, width, depth, resolution, dropout,
+    phi, alpha, beta, gamma, resolution_multiple, blocks, stem_channels,
+    head_channels, drop_path, num_classes, include_top, pooling, head_hidden,
+    in_channels, bn_momentum, bn_epsilon, divisor.
+    """
+    width, depth, resolution, dropout, phi = resolve_scale(model)
+    divisor = int(model.get("divisor", 8))
+    block_strings: Sequence[str] = tuple(model.get("blocks") or B0_BLOCKS)
+    stages = [decode_block(s) for s in block_strings]
+    stem_base = int(model.get("stem_channels") or B0_STEM)
+    head_base = int(model.get("head_channels") or B0_HEAD)
+    drop_path = float(model.get("drop_path", 0.2))
+    if not 0 <= drop_path < 1:
+        raise ValueError(f"model.drop_path must be in [0, 1), got {drop_path}.")
+    pooling, include_top, num_classes, head_hidden = _head_fields(model)
+    stem_channels = scaling.round_filters(stem_base, width, divisor)
+    stem_resolution = same_output_size(resolution, 2)
     return NetworkSpec(
         resolution=resolution,
         in_channels=int(model.get("in_channels", 3)),
         stem_channels=stem_channels,
         stem_resolution=stem_resolution,
         head_channels=scaling.round_filters(head_base, width, divisor),
-        blocks=tuple(blocks),
+        blocks=_scaled_blocks(stages, width, depth, divisor, drop_path, stem_channels, stem_resolution),
         num_classes=num_classes,
         include_top=include_top,
         pooling=pooling,

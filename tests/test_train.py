@@ -154,14 +154,87 @@ def test_incompatible_workdir_is_refused_and_kept(tmp_path):
     assert sorted(os.listdir(tmp_path / "checkpoints")) == before
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+def test_nan_loss_deletes_the_checkpoints_that_led_to_it_and_a_rerun_trains(tmp_path):
     config = tiny_config(steps=6)
-    config.train.learning_rate = 1e30
     config.train.checkpoint_every_steps = 1
-    with pytest.raises(train.NonFiniteLossError, match="loss became .* at step 2.*step 1"):
+    # Warm-up from 0: step 1 does not move the weights, step 2 blows them up, step 3's loss is NaN.
+    config.train.warmup_epochs = 10 / (train_support.FASHION_TRAIN // config.train.batch_size)
+    sane = config.train.learning_rate
+    config.train.learning_rate = 1e30
+    with pytest.raises(train.NonFiniteLossError, match=r"at step 3.*steps 2: .*keeps the last good checkpoint .step 1"):
         train.train_and_evaluate(config, str(tmp_path))
+    # The state saved at step 2 produced the NaN: it is gone; step 1's produced a finite loss.
     assert os.listdir(tmp_path / "checkpoints") == ["1"]
     assert not (tmp_path / record.RESULT).exists()
+
+    config.train.learning_rate = sane
+    out = train.train_and_evaluate(config, str(tmp_path))
+    assert out.resumed_from_step == 1 and np.isfinite(out.train_loss) and np.isfinite(out.eval_loss)
+    assert sorted(_train_losses(tmp_path)) == list(range(1, 7))
+
+
+def test_nan_loss_at_the_second_step_leaves_no_checkpoint_and_a_rerun_starts_over(tmp_path):
+    config = tiny_config(steps=4)
+    config.train.checkpoint_every_steps = 1
+    sane = config.train.learning_rate
+    config.train.learning_rate = 1e30
+    with pytest.raises(train.NonFiniteLossError, match=r"at step 2.*steps 1: .*keeps no checkpoint"):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert not checkpoint.has_checkpoint(str(tmp_path))
+    config.train.learning_rate = sane
+    out = train.train_and_evaluate(config, str(tmp_path))
+    assert out.resumed_from_step == 0 and np.isfinite(out.train_loss)
+
+
+_TIMINGS = ("images_per_sec", "step_time_s", "compile_time_s", "wall_time_s", "resumed_from_step")
+
+
+def _untimed(obj: dict) -> dict:
+    return {k: v for k, v in obj.items() if not k.endswith(_TIMINGS)}
+
+
+def _assert_close(a: dict, b: dict) -> None:
+    """Equal keys; numbers equal to float32 rounding, anything else exactly."""
+    assert sorted(a) == sorted(b)
+    for key in a:
+        if isinstance(b[key], float):
+            assert a[key] == pytest.approx(b[key], rel=1e-6), key
+        else:
+            assert a[key] == b[key], key
+
+
+def test_a_resumed_run_logs_and_records_what_an_uninterrupted_one_does(tmp_path):
+    """Stops on an eval point and between log points, then a rerun after the last checkpoint."""
+    config = tiny_config(steps=8)
+    steps_per_epoch = train_support.FASHION_TRAIN // config.train.batch_size
+    config.train.log_every_steps = 4
+    config.train.eval_every_epochs = 3 / steps_per_epoch  # evaluations at steps 3 and 6
+    train.train_and_evaluate(config, str(tmp_path / "ref"))
+    for stop in (3, 7):  # 3: an eval point, skipped by the stop; 7: its train metrics are logged at 8
+        with pytest.raises(train.Interrupted, match=f"step {stop}"):
+            train.train_and_evaluate(config, str(tmp_path / "cut"), stop_at_step=stop)
+    train.train_and_evaluate(config, str(tmp_path / "cut"))
+
+    def log(name):
+        return [_untimed(json.loads(line)) for line in (tmp_path / name / record.METRICS).read_text().splitlines()]
+
+    ref, cut = log("ref"), log("cut")
+    assert [(e["step"], e["kind"]) for e in ref] == [(3, "eval"), (4, "train"), (6, "eval"), (8, "train"), (8, "eval")]
+    assert [(e["step"], e["kind"]) for e in cut] == [(e["step"], e["kind"]) for e in ref]
+    for a, b in zip(cut, ref, strict=True):
+        _assert_close(a, b)
+
+    def result(name):
+        return _untimed(json.loads((tmp_path / name / record.RESULT).read_text()))
+
+    reference = result("ref")
+    _assert_close(result("cut"), reference)
+    # Killed after its last checkpoint: the rerun only evaluates, and records the same fields.
+    (tmp_path / "ref" / record.RESULT).unlink()
+    again = train.train_and_evaluate(config, str(tmp_path / "ref"))
+    assert again.resumed_from_step == 8
+    assert None not in (again.train_loss, again.train_accuracy, again.train_images_per_sec, again.step_time_s)
+    _assert_close(result("ref"), reference)
 
 
 def test_bad_inputs_get_clear_errors(tmp_path):

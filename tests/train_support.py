@@ -28,6 +28,7 @@ CACHE_ENV = {
     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
     "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
 }
+FASHION_TRAIN = 1024  # the tiny config's Fashion-MNIST training examples
 
 
 def use_compilation_cache() -> None:
@@ -55,7 +56,7 @@ def tiny_config(dataset: str = "fashion_mnist", steps: int = 2) -> ml_collection
     d.threads = 1
     if dataset == "fashion_mnist":
         # Small slices keep the input pipeline cheap; the trainer reads the sizes from the dataset info.
-        d.train_split, d.eval_split = "train[:1024]", "test[:40]"
+        d.train_split, d.eval_split = f"train[:{FASHION_TRAIN}]", "test[:40]"
         d.train_crop, d.cache = "none", True
     t = c.train
     t.batch_size, t.eval_batch_size = 8, 16

@@ -18,9 +18,10 @@ from effscale.training.state import abstract_state
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> record.RunRecord:
-    """Evaluates the latest checkpoint of `workdir` (raw and EMA weights); returns and writes the record.
+    """Evaluates the newest checkpoint of `workdir` that restores (raw and EMA weights); returns and writes the record.
 
-    Raises ConfigError when `workdir` holds no checkpoint or checkpoints of another network.
+    Raises ConfigError when `workdir` holds no checkpoint, checkpoints of another network, or
+    none that restores (CheckpointsDamagedError); newer damaged ones are moved aside with a warning.
     """
     wall_start = time.perf_counter()
     with config_errors():
@@ -31,12 +32,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> record.RunRecor
     t = setup.config.train
     ckpt = checkpoint.Manager(workdir, t.checkpoint_every_steps, t.keep_checkpoints)
     try:
+        # has_checkpoint held, so this is a state or CheckpointsDamagedError.
+        step, state = ckpt.restore_newest(lambda s: abstract_state(setup, setup.phase_of(s)))
         began = time.perf_counter()
         eval_fn = compile_eval(setup)
         compile_time = time.perf_counter() - began
         parallel.barrier(f"effscale:compiled-eval:{os.path.abspath(workdir)}")
-        step = ckpt.latest_step()
-        state = ckpt.restore(abstract_state(setup, setup.phase_of(step)), step)
         result = run_eval(setup, eval_fn, state)
     finally:
         ckpt.close()

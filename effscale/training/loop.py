@@ -5,7 +5,8 @@ effect: data, checkpoints, logs, signals and the final, atomically written resul
 
 Resume: the step is the data position and the dropout key is derived from (seed, step), so a
 run resumed from a checkpoint continues exactly as an uninterrupted one would. The metrics log
-is rewound to the checkpoint, so it reads as one run.
+is rewound to the checkpoint, so it reads as one run; the train metrics a stop fetched but did not
+log travel in it to the resume (record.CARRY), so its next log line averages the same steps.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import ml_collections
 from effscale import checkpoint, host, parallel, record
 from effscale.training import progress, recording
 from effscale.training.compiled import EvalFn, TrainFn, compile_eval, compile_train
-from effscale.training.errors import Interrupted, config_errors
+from effscale.training.errors import Interrupted, NonFiniteLossError, config_errors
 from effscale.training.evaluation import EvalResult, run_eval
 from effscale.training.fingerprint import fingerprint
 from effscale.training.phases import Phase
@@ -45,6 +46,7 @@ class _Run:
     start_step: int
     stop_at_step: int | None
     eval_every: int
+    logged: dict[str, Any] | None  # the rewound log's last train event: a run resumed at its end has no other
 
     @property
     def lead(self) -> bool:
@@ -59,7 +61,6 @@ class _Loop:
     phase: Phase
     train_fn: TrainFn
     compile_time: float
-    last_saved: int | None
     evals: list[tuple[int, EvalResult]]  # (step, result), the rewound log's first
     pending: progress.Pending = dataclasses.field(default_factory=progress.Pending)
     clock: progress.Clock = dataclasses.field(default_factory=progress.Clock)
@@ -83,9 +84,13 @@ def train_and_evaluate(
     lead = jax.process_index() == 0
     with config_errors():
         setup = make_setup(config)
-        checkpoint.guard(workdir, fingerprint(setup.net, setup.info.name, setup.config), write=lead)
+        what = fingerprint(setup.net, setup.info.name, setup.config)
+        checkpoint.guard(workdir, what, write=False)
         # A resumed run has its weights in the checkpoint.
         imported = None if checkpoint.has_checkpoint(workdir) else initial_weights(setup)
+    # Everything is validated: only now is anything written, so a refused run leaves the workdir as it was.
+    if lead:
+        checkpoint.write_fingerprint(workdir, what)
     t = setup.config.train
     ckpt = checkpoint.Manager(workdir, t.checkpoint_every_steps, t.keep_checkpoints, t.async_checkpoints)
     writer = record.MetricsWriter(workdir, enabled=lead)
@@ -110,8 +115,10 @@ def _start(
     imported: Any,
     stop_at_step: int | None,
 ) -> tuple[_Run, _Loop]:
-    """Compiles, restores or initialises the state, and rewinds the metrics log to it."""
-    start_step = ckpt.latest_step() or 0
+    """Restores the newest usable checkpoint (or initialises the state), compiles, and rewinds the metrics log to it."""
+    # Before compiling: the step a damaged newest checkpoint falls back to decides the phase.
+    restored = ckpt.restore_newest(lambda step: abstract_state(setup, setup.phase_of(step)))
+    start_step, state = restored or (0, None)
     phase = setup.phase_of(start_step)
     began = time.perf_counter()
     train_fn, eval_fn = compile_train(setup, phase), compile_eval(setup)
@@ -119,15 +126,22 @@ def _start(
     host.return_freed_memory()
     # Hosts finish compiling at different times; the first collective must not time out on them.
     parallel.barrier(f"effscale:compiled:{os.path.abspath(workdir)}:{start_step}")
-    state = ckpt.restore(abstract_state(setup, phase)) if start_step else fresh_state(setup, imported)
+    state = fresh_state(setup, imported) if restored is None else state
     if writer.enabled:
         progress.log_start(setup, start_step, imported is not None)
         if len(setup.phases) > 1 or phase.freeze != "none":
             progress.log_phase(setup, phase)
-    evals = [(e["step"], EvalResult.from_metrics(e)) for e in writer.rewind(start_step) if e["kind"] == "eval"]
+    events = writer.rewind(start_step)
+    evals = [(e["step"], EvalResult.from_metrics(e)) for e in events if e["kind"] == "eval"]
+    carried = [progress.carried(e) for e in events if e["kind"] == record.CARRY and e["step"] == start_step]
+    logged = next((e for e in reversed(events) if e["kind"] == "train"), None)
     eval_every = max(1, int(round(setup.config.train.eval_every_epochs * setup.steps_per_epoch)))
-    run = _Run(setup, workdir, ckpt, writer, eval_fn, start_step, stop_at_step, eval_every)
-    return run, _Loop(state, phase, train_fn, compile_time, last_saved=start_step or None, evals=evals)
+    run = _Run(setup, workdir, ckpt, writer, eval_fn, start_step, stop_at_step, eval_every, logged)
+    loop = _Loop(state, phase, train_fn, compile_time, evals, progress.Pending(*carried))
+    # A run stopped on an eval point saved without evaluating (stopping is urgent): evaluate now.
+    if start_step and start_step % eval_every == 0 and start_step not in {s for s, _ in evals}:
+        _evaluate(run, loop, start_step)
+    return run, loop
 
 
 def _train(run: _Run, loop: _Loop, stop: StopRequest) -> None:
@@ -179,21 +193,53 @@ def _after_step(run: _Run, loop: _Loop, step: int, signum: int | None) -> None:
     if not (log_now or eval_now or save_now):
         return
     # Fetching the metrics waits for the step: the NaN check comes before any save.
-    loop.train_metrics = loop.pending.flush(loop.last_saved, run.workdir) or loop.train_metrics
+    fetched = loop.pending.fetch()
+    _check_finite(run, fetched)
+    loop.train_metrics = progress.means(fetched) or loop.train_metrics
     loop.clock.add(time.perf_counter() - loop.tick, step - loop.tick_step, first=loop.tick_step == run.start_step)
     if log_now:
         progress.log_train(run.writer, step, run.setup, loop.train_metrics, loop.clock)
+    if stopping and not _flushes_uninterrupted(run, step):
+        # Written before the save: a checkpoint at `step` always has what its resume must average in.
+        run.writer.write(step, record.CARRY, progress.carry(fetched))
     if save_now:
         run.ckpt.save(step, loop.state)
-        loop.last_saved = step
     if stopping:
         run.ckpt.wait()
         raise Interrupted(step, signum, run.workdir, "stop_at_step" if step == run.stop_at_step else "preemption")
     if eval_now:
-        result = run_eval(run.setup, run.eval_fn, loop.state)
-        loop.evals.append((step, result))
-        progress.log_eval(run.writer, step, step / run.setup.steps_per_epoch, result)
+        _evaluate(run, loop, step)
     loop.tick, loop.tick_step = time.perf_counter(), step
+
+
+def _flushes_uninterrupted(run: _Run, step: int) -> bool:
+    """Whether a run not stopped at `step` fetches its train metrics there (a log, eval or save point)."""
+    t = run.setup.config.train
+    return step % t.log_every_steps == 0 or step % run.eval_every == 0 or step % max(1, t.checkpoint_every_steps) == 0
+
+
+def _check_finite(run: _Run, fetched: progress.Fetched) -> None:
+    """Raises NonFiniteLossError on a NaN / inf loss, after deleting the checkpoints that led to it.
+
+    The loss of step k is computed from the state saved at step k - 1: that state, and any
+    saved since, are poisoned. What remains trains from a rerun with a sane learning rate.
+    """
+    bad = progress.first_non_finite(fetched)
+    if bad is None:
+        return
+    step, loss = bad
+    run.ckpt.wait()
+    poisoned = [s for s in run.ckpt.steps() if s >= step - 1]
+    for s in poisoned:
+        run.ckpt.delete(s)
+    raise NonFiniteLossError(progress.diverged(step, loss, run.ckpt.latest_step(), poisoned, run.workdir))
+
+
+def _evaluate(run: _Run, loop: _Loop, step: int) -> None:
+    """Evaluates the state at `step` and logs it."""
+    result = run_eval(run.setup, run.eval_fn, loop.state)
+    loop.evals.append((step, result))
+    progress.log_eval(run.writer, step, step / run.setup.steps_per_epoch, result)
 
 
 def _finish(run: _Run, loop: _Loop, wall_time: float) -> record.RunRecord:
@@ -208,8 +254,8 @@ def _finish(run: _Run, loop: _Loop, wall_time: float) -> record.RunRecord:
         total,
         final,
         best_eval_top1=max(r.best_top1 for _, r in loop.evals) if loop.evals else final.top1,
-        train=loop.train_metrics,
-        step_time_s=loop.clock.step_time,
+        train=loop.train_metrics or run.logged,
+        step_time_s=loop.clock.step_time or (run.logged or {}).get("step_time_s"),
         resumed_from_step=run.start_step,
         compile_time_s=loop.compile_time,
         wall_time_s=wall_time,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -19,31 +20,75 @@ from effscale.training.setup import RunSetup
 log = logging.getLogger("effscale")
 
 
-class Pending:
-    """Train metrics kept on device between log points, so steps never wait for the host."""
+Fetched = list[tuple[int, dict[str, float]]]  # (step, its metrics on the host), oldest first
 
-    def __init__(self):
-        self.items: list[tuple[int, dict[str, jax.Array]]] = []
+
+class Pending:
+    """Train metrics kept on device between log points, so steps never wait for the host.
+
+    `carried` are the host metrics of steps a stopped run fetched but never logged: its resume
+    averages them with its own, as the uninterrupted run would have.
+    """
+
+    def __init__(self, carried: Fetched = ()):
+        self.items: list[tuple[int, Mapping[str, Any]]] = list(carried)
 
     def add(self, step: int, metrics: dict[str, jax.Array]) -> None:
         self.items.append((step, metrics))
 
+    def fetch(self) -> Fetched:
+        """The pending metrics on the host (waiting for their steps); none are pending afterwards."""
+        fetched = jax.device_get(self.items)
+        self.items = []
+        return fetched
+
     def flush(self, last_good: int | None, workdir: str) -> dict[str, float] | None:
         """Fetches the pending metrics, raises NonFiniteLossError on a NaN / inf loss, returns their means."""
-        if not self.items:
-            return None
-        steps = [s for s, _ in self.items]
-        fetched = jax.device_get([m for _, m in self.items])
-        self.items = []
-        for step, m in zip(steps, fetched, strict=True):
-            if not math.isfinite(float(m["loss"])):
-                kept = f"the last good checkpoint (step {last_good})" if last_good else "no checkpoint"
-                raise NonFiniteLossError(
-                    f"The training loss became {float(m['loss'])} at step {step}; the run stopped without saving. "
-                    f"{workdir} keeps {kept}. Lower train.learning_rate or raise train.warmup_epochs and rerun."
-                )
-        means = {k: float(np.mean([m[k] for m in fetched])) for k in ("loss", "accuracy")}
-        return means | {"lr": float(fetched[-1]["lr"])}
+        fetched = self.fetch()
+        bad = first_non_finite(fetched)
+        if bad is not None:
+            raise NonFiniteLossError(diverged(*bad, last_good, [], workdir))
+        return means(fetched)
+
+
+def first_non_finite(fetched: Fetched) -> tuple[int, float] | None:
+    """The first (step, loss) whose loss is NaN or infinite, or None."""
+    for step, m in fetched:
+        if not math.isfinite(float(m["loss"])):
+            return step, float(m["loss"])
+    return None
+
+
+def means(fetched: Fetched) -> dict[str, float] | None:
+    """The mean loss and accuracy of `fetched` and the last learning rate (None when empty)."""
+    if not fetched:
+        return None
+    out = {k: float(np.mean([m[k] for _, m in fetched])) for k in ("loss", "accuracy")}
+    return out | {"lr": float(fetched[-1][1]["lr"])}
+
+
+def carry(fetched: Fetched) -> dict[str, Any]:
+    """`fetched`'s loss and accuracy as a metrics-log event (exact: float32 values are exact in JSON)."""
+    return {"steps": [s for s, _ in fetched], **{k: [float(m[k]) for _, m in fetched] for k in ("loss", "accuracy")}}
+
+
+def carried(event: Mapping[str, Any]) -> Fetched:
+    """What `carry` wrote, as the host metrics `Pending` starts from."""
+    values = zip(event["steps"], event["loss"], event["accuracy"], strict=True)
+    return [(s, {"loss": np.float32(loss), "accuracy": np.float32(acc)}) for s, loss, acc in values]
+
+
+def diverged(step: int, loss: float, kept: int | None, discarded: list[int], workdir: str) -> str:
+    """Why the run stopped, what it discarded and kept, and the fix."""
+    dropped = ""
+    if discarded:
+        listed = ", ".join(map(str, discarded))
+        dropped = f"It deleted the checkpoints of steps {listed}: the weights they hold led to it. "
+    last = f"the last good checkpoint (step {kept})" if kept else "no checkpoint (a rerun starts over)"
+    return (
+        f"The training loss became {loss} at step {step}; the run stopped without saving. {dropped}"
+        f"{workdir} keeps {last}. Lower train.learning_rate or raise train.warmup_epochs and rerun."
+    )
 
 
 class Clock:
