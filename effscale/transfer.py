@@ -45,7 +45,7 @@ import numpy as np
 from effscale import layers
 from effscale.spec import NetworkSpec
 
-# Imported weights into fresh variables: effscale.weights' job, re-exported for the trainer.
+# Imported weights into fresh variables: effscale.weights' job, re-exported for callers of transfer.
 from effscale.weights.merge import merge_imported as merge_imported
 
 TRAINABLE = "trainable"

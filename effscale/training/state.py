@@ -7,10 +7,11 @@ from typing import Any
 
 import jax
 
-from effscale import convert, transfer
+from effscale import convert
 from effscale.training.phases import Phase
 from effscale.training.setup import RunSetup
 from effscale.training.steps import TrainState, init_state, start_state
+from effscale.weights.merge import merge_imported
 
 
 def _init(setup: RunSetup, phase: Phase) -> TrainState:
@@ -29,7 +30,7 @@ def fresh_state(setup: RunSetup, imported: convert.ImportedWeights | dict[str, A
     state = jax.jit(functools.partial(_init, setup, setup.phases[0]), out_shardings=setup.replicated)()
     if imported is None:
         return state
-    merged = transfer.merge_imported({"params": state.params, "batch_stats": state.batch_stats}, imported)
+    merged = merge_imported({"params": state.params, "batch_stats": state.batch_stats}, imported)
     merged = jax.device_put(merged, setup.replicated)
     tx = setup.parts[0].tx
     # The EMA starts at the imported weights.

@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from effscale import convert, model, transfer
+from effscale import convert, model
 from effscale.training.setup import RunSetup
+from effscale.weights.merge import merge_imported
 
 log = logging.getLogger("effscale")
 
@@ -24,7 +25,7 @@ def initial_weights(setup: RunSetup) -> convert.ImportedWeights | dict[str, Any]
         raise ValueError(f"config.init.weights: {e}") from e
     abstract = model.abstract_variables(setup.module)
     fresh = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}
-    transfer.merge_imported(fresh, imported)  # shapes and coverage, nothing kept
+    merge_imported(fresh, imported)  # shapes and coverage, nothing kept
     _warn_on_normalization(imported, setup.config.data)
     dropped = getattr(imported, "dropped_top", True)
     log.info("Initial weights from %s (%s).", init.weights, "new head" if dropped else "with its top")
