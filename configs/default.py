@@ -73,6 +73,17 @@ def get_config() -> ml_collections.ConfigDict:
     d.shuffle_buffer = 16_384
     d.prefetch = 2  # batches prepared ahead
     d.threads = config_dict.placeholder(int)  # tf.data thread pool size (None: TF's default, one per core)
+    # Augmentation (effscale.augment), all off by default. The policy runs on the resized uint8 crop:
+    # 'autoaugment' is the ImageNet policy v0 EfficientNet was trained with; 'randaugment' applies
+    # randaugment_layers operations at randaugment_magnitude (0..30 on AutoAugment's 0..10 level scale).
+    d.augment = "none"  # 'none' | 'autoaugment' | 'randaugment'
+    d.randaugment_layers = 2
+    d.randaugment_magnitude = 10.0
+    # Random erasing after normalisation: probability, area fraction and aspect (h / w) ranges, fill.
+    d.random_erasing = 0.0
+    d.random_erasing_area = (0.02, 1 / 3)
+    d.random_erasing_aspect = (0.3, 1 / 0.3)
+    d.random_erasing_mode = "pixel"  # 'pixel' (per-pixel standard-normal noise) | 'const' (zeros)
     # Subsets (transfer learning): keep only these labels, relabelled 0..k-1 in this order (None: all), and
     # train on the first `train_examples` of what is kept (None: all; eval always uses the whole kept split).
     d.classes = config_dict.placeholder(tuple)
@@ -94,6 +105,11 @@ def get_config() -> ml_collections.ConfigDict:
     t.epsilon = 1e-3
     t.weight_decay = 1e-5  # L2 on non-BatchNorm weights
     t.label_smoothing = 0.1
+    # mixup / CutMix in the train step (effscale.augment.mix): lam ~ Beta(alpha, alpha); 0 turns each off.
+    t.mixup_alpha = 0.0
+    t.cutmix_alpha = 0.0
+    t.mix_prob = 1.0  # probability that a step mixes at all
+    t.switch_prob = 0.5  # with both on: probability of CutMix rather than mixup
     t.ema_decay = 0.9999  # 0 disables the moving average
     t.seed = 0
     t.log_every_steps = 100

@@ -36,6 +36,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from effscale import fashion_mnist
+from effscale.augment import checks, erasing, policies
 
 FASHION_MNIST = "fashion_mnist"
 TRAIN_CROPS = ("inception", "center", "none")
@@ -43,6 +44,8 @@ RESIZE_METHODS = ("bilinear", "bicubic", "area", "nearest", "lanczos3", "lanczos
 ASPECT_RATIO_RANGE = (3 / 4, 4 / 3)
 # The paper's eval padding is defined at this resolution; it is scaled linearly with the resolution.
 PADDING_REFERENCE_RESOLUTION = 224
+# Indices under which the augmentation policy's and random erasing's keys are folded from an example's key.
+_AUGMENT_STREAM, _ERASING_STREAM = 1, 2
 
 # TF must not take the accelerator (or its memory) from JAX: the pipeline runs on the CPU.
 with contextlib.suppress(RuntimeError):  # raised when TF's devices are already initialised
@@ -281,6 +284,7 @@ def _check_config(data_cfg) -> None:
         raise ValueError(f"config.data.min_crop_area={data_cfg.min_crop_area} must lie in (0, 1].")
     if len(data_cfg.mean) != 3 or len(data_cfg.std) != 3:
         raise ValueError("config.data.mean and config.data.std need one value per RGB channel.")
+    checks.check_data(data_cfg)
 
 
 def _feature_keys(builder: tfds.core.DatasetBuilder) -> tuple[str, str]:
@@ -407,26 +411,67 @@ def _random_resized_crop(image: tf.Tensor, key: tf.Tensor, data_cfg, resolution:
     )
 
 
-def _finish(image: tf.Tensor, data_cfg, resolution: int) -> tf.Tensor:
-    """uint8 crop -> float32 (R, R, 3): values to [0, 1], resize, normalise."""
+def _resize(image: tf.Tensor, data_cfg, resolution: int) -> tf.Tensor:
+    """uint8 crop -> float32 (R, R, 3) in [0, 1]."""
     image = tf.image.convert_image_dtype(image, tf.float32)
     image = tf.image.resize(image, (resolution, resolution), method=data_cfg.resize_method)
-    image = tf.clip_by_value(image, 0.0, 1.0)  # bicubic overshoots
+    return tf.clip_by_value(image, 0.0, 1.0)  # bicubic overshoots
+
+
+def _normalise(image: tf.Tensor, data_cfg) -> tf.Tensor:
     mean = tf.constant(data_cfg.mean, tf.float32)
     std = tf.constant(data_cfg.std, tf.float32)
     return (image - mean) / std
 
 
+def _finish(image: tf.Tensor, data_cfg, resolution: int) -> tf.Tensor:
+    """uint8 crop -> float32 (R, R, 3): values to [0, 1], resize, normalise."""
+    return _normalise(_resize(image, data_cfg, resolution), data_cfg)
+
+
+def _finish_augmented(image: tf.Tensor, key: tf.Tensor, data_cfg, resolution: int) -> tf.Tensor:
+    """`_finish` with config.data.augment's policy applied to the resized crop, quantised to uint8.
+
+    The policies' pixel magnitudes (translate, cutout) are defined on the image the network sees,
+    so the policy runs after the resize, on uint8 values as the operations are defined.
+    """
+    resized = tf.cast(tf.round(_resize(image, data_cfg, resolution) * 255.0), tf.uint8)
+    augmented = policies.augment(resized, key, data_cfg)
+    return _normalise(tf.cast(augmented, tf.float32) / 255.0, data_cfg)
+
+
+def _erase(image: tf.Tensor, key: tf.Tensor, data_cfg) -> tf.Tensor:
+    return erasing.random_erasing(
+        image,
+        key,
+        float(data_cfg.random_erasing),
+        area_range=tuple(data_cfg.get("random_erasing_area", (0.02, 1 / 3))),
+        aspect_range=tuple(data_cfg.get("random_erasing_aspect", (0.3, 1 / 0.3))),
+        mode=data_cfg.get("random_erasing_mode", "pixel"),
+    )
+
+
 def preprocess_train(image: tf.Tensor, key: tf.Tensor, data_cfg, resolution: int) -> tf.Tensor:
-    """Training view of a uint8 (H, W, 3) image: crop per `train_crop`, flip per `flip`, keyed by `key` ([2] int)."""
+    """Training view of a uint8 (H, W, 3) image, keyed by `key` ([2] int): crop per `train_crop`, the
+    `augment` policy, flip per `flip`, then (normalised) random erasing with probability `random_erasing`.
+
+    The crop and flip keys are those of a run without augmentation; the policy's and erasing's keys
+    are folded from `key` apart from them, so turning augmentation on leaves crops and flips as they were.
+    """
     crop_key, flip_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
     if data_cfg.train_crop == "inception":
         image = _random_resized_crop(image, crop_key, data_cfg, resolution)
     elif data_cfg.train_crop == "center":
         image = _center_crop(image, resolution, data_cfg.eval_crop_padding)
-    image = _finish(image, data_cfg, resolution)
+    if data_cfg.get("augment", "none") != "none":
+        augment_key = tf.random.experimental.stateless_fold_in(key, _AUGMENT_STREAM)
+        image = _finish_augmented(image, augment_key, data_cfg, resolution)
+    else:
+        image = _finish(image, data_cfg, resolution)
     if data_cfg.flip:
         image = tf.image.stateless_random_flip_left_right(image, seed=flip_key)
+    if data_cfg.get("random_erasing", 0.0) > 0:
+        image = _erase(image, tf.random.experimental.stateless_fold_in(key, _ERASING_STREAM), data_cfg)
     return image
 
 

@@ -205,6 +205,8 @@ class RunRecord:
     train_accuracy: float | None = None
     train_images_per_sec: float | None = None
     step_time_s: float | None = None
+    # Of the train loop's wall time, the fraction blocked on the input pipeline (near 1: host-bound).
+    input_wait_fraction: float | None = None
     resumed_from_step: int | None = None
     compile_time_s: float | None = None
     wall_time_s: float | None = None

@@ -205,6 +205,10 @@ def test_fingerprint_unchanged_for_plain_runs_and_guards_transfer():
     config.data.classes = (5, 6)
     fp = train.fingerprint(net, "x", config)
     assert fp["transfer"]["freeze"] == "base" and fp["subset"]["classes"] == (5, 6)
+    assert "augment" not in fp
+    config.data.augment, config.train.cutmix_alpha = "randaugment", 1.0
+    fp = train.fingerprint(net, "x", config)
+    assert fp["augment"]["policy"] == "randaugment" and fp["augment"]["mixing"][1] == 1.0
 
 
 def test_class_subset_and_label_budget():

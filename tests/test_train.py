@@ -24,7 +24,7 @@ train_support.use_compilation_cache()
 RECORD_KEYS = {
     "config", "width", "depth", "resolution", "phi", "params", "macs", "activations", "xla_flops",
     "eval_top1", "eval_top5", "eval_top1_ema", "eval_top5_ema", "best_eval_top1", "steps", "epochs",
-    "train_images_per_sec", "step_time_s", "eval_images_per_sec", "compile_time_s", "wall_time_s",
+    "train_images_per_sec", "step_time_s", "input_wait_fraction", "eval_images_per_sec", "compile_time_s", "wall_time_s",
     "device_kind", "device_count", "process_count", "packages",
 }  # fmt: skip
 
@@ -186,7 +186,15 @@ def test_nan_loss_at_the_second_step_leaves_no_checkpoint_and_a_rerun_starts_ove
     assert out.resumed_from_step == 0 and np.isfinite(out.train_loss)
 
 
-_TIMINGS = ("images_per_sec", "step_time_s", "compile_time_s", "wall_time_s", "resumed_from_step")
+_TIMINGS = (
+    "images_per_sec",
+    "step_time_s",
+    "compile_time_s",
+    "wall_time_s",
+    "resumed_from_step",
+    "input_wait",
+    "input_wait_fraction",
+)
 
 
 def _untimed(obj: dict) -> dict:
@@ -233,7 +241,8 @@ def test_a_resumed_run_logs_and_records_what_an_uninterrupted_one_does(tmp_path)
     (tmp_path / "ref" / record.RESULT).unlink()
     again = train.train_and_evaluate(config, str(tmp_path / "ref"))
     assert again.resumed_from_step == 8
-    assert None not in (again.train_loss, again.train_accuracy, again.train_images_per_sec, again.step_time_s)
+    assert None not in (again.train_loss, again.train_accuracy, again.train_images_per_sec, again.step_time_s,
+                        again.input_wait_fraction)  # fmt: skip
     _assert_close(result("ref"), reference)
 
 
@@ -255,6 +264,27 @@ def test_launch_prints_config_errors_without_traceback(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2
     assert "effscale: error: Unknown dataset 'no_such_dataset'" in err and "Traceback" not in err
+
+
+def test_input_wait_reports_a_slow_input_pipeline(tmp_path, monkeypatch):
+    """A pipeline that takes 0.3 s a batch, for steps of milliseconds: the run was input-bound."""
+    from effscale import data
+
+    real = data.train_batches
+
+    def slow(*args, **kwargs):
+        for batch in real(*args, **kwargs):
+            time.sleep(0.3)
+            yield batch
+
+    config = tiny_config(steps=6)
+    fast = train.train_and_evaluate(config, str(tmp_path / "fast"))
+    monkeypatch.setattr(data, "train_batches", slow)
+    slowed = train.train_and_evaluate(config, str(tmp_path / "slow"))
+    assert 0.0 <= fast.input_wait_fraction < slowed.input_wait_fraction
+    assert slowed.input_wait_fraction > 0.8
+    logged = [json.loads(line) for line in (tmp_path / "slow" / record.METRICS).read_text().splitlines()]
+    assert all(e["input_wait"] > 0.8 for e in logged if e["kind"] == "train")
 
 
 def test_schedule_warms_up_then_decays():

@@ -117,15 +117,19 @@ def _metrics(loss: float, accuracy: float, lr: float) -> dict[str, jax.Array]:
     return {"loss": jnp.float32(loss), "accuracy": jnp.float32(accuracy), "lr": jnp.float32(lr)}
 
 
-def test_pending_metrics_average_and_stop_on_nan():
+def test_pending_metrics_average_and_find_the_first_nan():
     pending = progress.Pending()
     pending.add(1, _metrics(1.0, 0.5, 0.1))
     pending.add(2, _metrics(3.0, 1.0, 0.2))
-    assert pending.flush(None, "w") == pytest.approx({"loss": 2.0, "accuracy": 0.75, "lr": 0.2})
-    assert pending.flush(None, "w") is None
-    pending.add(5, _metrics(math.nan, 0.0, 0.1))
-    with pytest.raises(errors.NonFiniteLossError, match="at step 5.*w keeps the last good checkpoint .step 4"):
-        pending.flush(4, "w")
+    assert progress.means(pending.fetch()) == pytest.approx({"loss": 2.0, "accuracy": 0.75, "lr": 0.2})
+    assert progress.means(pending.fetch()) is None
+    pending.add(5, _metrics(2.0, 0.0, 0.1))
+    pending.add(6, _metrics(math.nan, 0.0, 0.1))
+    pending.add(7, _metrics(math.inf, 0.0, 0.1))
+    step, loss = progress.first_non_finite(pending.fetch())
+    assert step == 6 and math.isnan(loss)
+    message = progress.diverged(6, loss, 4, [5, 6], "w")
+    assert "at step 6" in message and "steps 5, 6" in message and "w keeps the last good checkpoint (step 4)" in message
 
 
 def test_clock_leaves_out_the_warm_up_when_it_can():
@@ -136,6 +140,16 @@ def test_clock_leaves_out_the_warm_up_when_it_can():
     clock.add(3.0, 2, first=False)
     clock.add(1.0, 2, first=False)
     assert clock.step_time == 1.0
+
+
+def test_clock_input_wait_is_the_blocked_share_of_the_wall_time():
+    clock = progress.Clock()
+    assert clock.input_wait is None
+    clock.add(10.0, 1, first=True, waited=9.0)  # the warm-up counts only while it is all there is
+    assert clock.input_wait == pytest.approx(0.9)
+    clock.add(4.0, 2, first=False, waited=1.0)
+    clock.add(4.0, 2, first=False, waited=0.0)
+    assert clock.input_wait == pytest.approx(1.0 / 8.0)
 
 
 def test_duration():

@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from effscale.augment import mix
 from effscale.training.phases import Phase
 from effscale.training.setup import RunSetup
 from effscale.training.state import abstract_state
@@ -50,6 +51,7 @@ def compile_train(setup: RunSetup, phase: Phase) -> TrainFn:
         seed=int(t.seed),
         labels=parts.labels,
         frozen_bn=parts.frozen_bn,
+        **mix.options(t, setup.devices),
     )
     jitted = jax.jit(
         fn,

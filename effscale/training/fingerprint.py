@@ -14,8 +14,9 @@ from effscale import spec
 def fingerprint(net: spec.NetworkSpec, dataset: str, config: ml_collections.ConfigDict | None = None) -> dict[str, Any]:
     """The full network description and the dataset.
 
-    With `config`, also the data subset, initial weights and freezing / phases, but only when
-    they differ from the defaults: workdirs of ordinary runs keep the fingerprint they had.
+    With `config`, also the data subset, the augmentation, initial weights and freezing / phases,
+    but only when they differ from the defaults: workdirs of ordinary runs keep the fingerprint
+    they had, and a run never resumes another recipe's checkpoints half-way.
     """
     out: dict[str, Any] = {"dataset": dataset, "network": dataclasses.asdict(net)}
     if config is None:
@@ -23,6 +24,9 @@ def fingerprint(net: spec.NetworkSpec, dataset: str, config: ml_collections.Conf
     d = config.data
     if d.get("classes") or d.get("train_examples"):
         out["subset"] = {"classes": d.classes, "train_examples": d.train_examples}
+    augment = _augmentation(config)
+    if augment:
+        out["augment"] = augment
     init = config.get("init")
     if init is not None and init.weights:
         out["init"] = {"weights": os.path.abspath(init.weights), "source": init.source, "top": init.top}
@@ -35,3 +39,19 @@ def fingerprint(net: spec.NetworkSpec, dataset: str, config: ml_collections.Conf
 def plain(phase: Any) -> dict[str, Any]:
     """A phase of `config.transfer.phases` (a ConfigDict or a dict) as a plain dict."""
     return phase.to_dict() if isinstance(phase, ml_collections.ConfigDict) else dict(phase)
+
+
+def _augmentation(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The augmentation fields that are on (policy, erasing, mixing); empty when all are off."""
+    d, t = config.data, config.train
+    out: dict[str, Any] = {}
+    if d.get("augment", "none") != "none":
+        out["policy"] = d.augment
+        if d.augment == "randaugment":
+            out["randaugment"] = [d.randaugment_layers, d.randaugment_magnitude]
+    if d.get("random_erasing", 0.0) > 0:
+        out["random_erasing"] = [d.random_erasing, list(d.random_erasing_area), list(d.random_erasing_aspect),
+                                 d.random_erasing_mode]  # fmt: skip
+    if t.get("mixup_alpha", 0.0) > 0 or t.get("cutmix_alpha", 0.0) > 0:
+        out["mixing"] = [t.mixup_alpha, t.cutmix_alpha, t.mix_prob, t.switch_prob]
+    return out

@@ -67,6 +67,7 @@ class _Loop:
     train_metrics: Mapping[str, float] | None = None
     tick: float = 0.0  # when the steps since the last log point began
     tick_step: int = 0
+    waited: float = 0.0  # of the time since `tick`, seconds blocked on the input pipeline
 
 
 def train_and_evaluate(
@@ -162,7 +163,10 @@ def _train(run: _Run, loop: _Loop, stop: StopRequest) -> None:
     for step in range(run.start_step + 1, setup.total_steps + 1):
         if step > loop.phase.end:
             _next_phase(run, loop, step)
-        loop.state, metrics = loop.train_fn(loop.state, parallel.global_batch(next(batches), setup.batch_sharding))
+        began = time.perf_counter()
+        batch = parallel.global_batch(next(batches), setup.batch_sharding)
+        loop.waited += time.perf_counter() - began
+        loop.state, metrics = loop.train_fn(loop.state, batch)
         loop.pending.add(step, metrics)
         _after_step(run, loop, step, stop.signum)
 
@@ -196,7 +200,8 @@ def _after_step(run: _Run, loop: _Loop, step: int, signum: int | None) -> None:
     fetched = loop.pending.fetch()
     _check_finite(run, fetched)
     loop.train_metrics = progress.means(fetched) or loop.train_metrics
-    loop.clock.add(time.perf_counter() - loop.tick, step - loop.tick_step, first=loop.tick_step == run.start_step)
+    first = loop.tick_step == run.start_step
+    loop.clock.add(time.perf_counter() - loop.tick, step - loop.tick_step, first=first, waited=loop.waited)
     if log_now:
         progress.log_train(run.writer, step, run.setup, loop.train_metrics, loop.clock)
     if stopping and not _flushes_uninterrupted(run, step):
@@ -209,7 +214,7 @@ def _after_step(run: _Run, loop: _Loop, step: int, signum: int | None) -> None:
         raise Interrupted(step, signum, run.workdir, "stop_at_step" if step == run.stop_at_step else "preemption")
     if eval_now:
         _evaluate(run, loop, step)
-    loop.tick, loop.tick_step = time.perf_counter(), step
+    loop.tick, loop.tick_step, loop.waited = time.perf_counter(), step, 0.0
 
 
 def _flushes_uninterrupted(run: _Run, step: int) -> bool:
@@ -256,6 +261,7 @@ def _finish(run: _Run, loop: _Loop, wall_time: float) -> record.RunRecord:
         best_eval_top1=max(r.best_top1 for _, r in loop.evals) if loop.evals else final.top1,
         train=loop.train_metrics or run.logged,
         step_time_s=loop.clock.step_time or (run.logged or {}).get("step_time_s"),
+        input_wait=loop.clock.input_wait if loop.clock.step_time else (run.logged or {}).get("input_wait"),
         resumed_from_step=run.start_step,
         compile_time_s=loop.compile_time,
         wall_time_s=wall_time,

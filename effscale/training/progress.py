@@ -11,7 +11,6 @@ import jax
 import numpy as np
 
 from effscale import complexity, model, record, transfer
-from effscale.training.errors import NonFiniteLossError
 from effscale.training.evaluation import EvalResult
 from effscale.training.phases import Phase
 from effscale.training.setup import RunSetup
@@ -41,14 +40,6 @@ class Pending:
         fetched = jax.device_get(self.items)
         self.items = []
         return fetched
-
-    def flush(self, last_good: int | None, workdir: str) -> dict[str, float] | None:
-        """Fetches the pending metrics, raises NonFiniteLossError on a NaN / inf loss, returns their means."""
-        fetched = self.fetch()
-        bad = first_non_finite(fetched)
-        if bad is not None:
-            raise NonFiniteLossError(diverged(*bad, last_good, [], workdir))
-        return means(fetched)
 
 
 def first_non_finite(fetched: Fetched) -> tuple[int, float] | None:
@@ -92,27 +83,43 @@ def diverged(step: int, loss: float, kept: int | None, discarded: list[int], wor
 
 
 class Clock:
-    """Seconds per train step, from the wall time between log points (data loading included).
+    """Seconds per train step and the fraction of them spent waiting for input, from the wall time
+    between log points (data loading included).
 
     The first interval of a run holds the input pipeline's warm-up (filling caches and
     shuffle buffers); it counts only when there is nothing else to go by.
     """
 
     def __init__(self):
-        self.seconds, self.steps = 0.0, 0
-        self.first: tuple[float, int] | None = None
+        self.seconds, self.steps, self.waited = 0.0, 0, 0.0
+        self.first: tuple[float, int, float] | None = None
 
-    def add(self, seconds: float, steps: int, first: bool) -> None:
+    def add(self, seconds: float, steps: int, first: bool, waited: float = 0.0) -> None:
+        """`steps` steps took `seconds`, `waited` of them blocked on the next batch."""
         if first:
-            self.first = (seconds, steps)
+            self.first = (seconds, steps, waited)
         else:
             self.seconds += seconds
             self.steps += steps
+            self.waited += waited
+
+    def _totals(self) -> tuple[float, int, float]:
+        return (self.seconds, self.steps, self.waited) if self.steps else (self.first or (0.0, 0, 0.0))
 
     @property
     def step_time(self) -> float | None:
-        seconds, steps = (self.seconds, self.steps) if self.steps else (self.first or (0.0, 0))
+        seconds, steps, _ = self._totals()
         return seconds / steps if steps else None
+
+    @property
+    def input_wait(self) -> float | None:
+        """The fraction of the train loop's wall time spent waiting for the input pipeline.
+
+        Steps run asynchronously, so time blocked on the next batch is time the devices may have
+        idled: near 0 the devices set the pace; near 1 the host's input pipeline does.
+        """
+        seconds, steps, waited = self._totals()
+        return min(1.0, waited / seconds) if steps and seconds > 0 else None
 
 
 def duration(seconds: float) -> str:
@@ -178,11 +185,12 @@ def log_train(
         "epoch": step / setup.steps_per_epoch,
         "images_per_sec": setup.config.train.batch_size / step_time,
         "step_time_s": step_time,
+        "input_wait": clock.input_wait,
     }
     writer.write(step, "train", progress)
     if writer.enabled:
         log.info(
-            "step %d/%d  epoch %.2f  loss %.4f  acc %.4f  lr %.3g  %.1f images/s  ETA %s",
+            "step %d/%d  epoch %.2f  loss %.4f  acc %.4f  lr %.3g  %.1f images/s  input wait %s  ETA %s",
             step,
             total,
             progress["epoch"],
@@ -190,6 +198,7 @@ def log_train(
             progress.get("accuracy", float("nan")),
             progress.get("lr", float("nan")),
             progress["images_per_sec"],
+            "?" if clock.input_wait is None else f"{clock.input_wait:.0%}",
             duration((total - step) * step_time) if math.isfinite(step_time) else "?",
         )
 

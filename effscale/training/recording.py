@@ -26,6 +26,7 @@ def run_record(
     best_eval_top1: float | None = None,
     train: Mapping[str, float] | None = None,
     step_time_s: float | None = None,
+    input_wait: float | None = None,
     resumed_from_step: int | None = None,
 ) -> record.RunRecord:
     """What `setup` trained, on what, and what it measured: `final` after `steps` steps, `train`'s last means."""
@@ -60,6 +61,7 @@ def run_record(
         train_accuracy=train["accuracy"] if train else None,
         train_images_per_sec=t.batch_size / step_time_s if step_time_s else None,
         step_time_s=step_time_s,
+        input_wait_fraction=input_wait,
         resumed_from_step=resumed_from_step,
         compile_time_s=compile_time_s,
         wall_time_s=wall_time_s,

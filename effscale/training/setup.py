@@ -15,6 +15,7 @@ import ml_collections
 from jax.sharding import Mesh, NamedSharding
 
 from effscale import model, parallel, spec
+from effscale.augment import checks
 from effscale.training.phases import Phase, PhaseParts, phase_of, phase_parts, resolve_phases
 from effscale.training.resolve import resolve
 
@@ -58,6 +59,7 @@ def make_setup(config: ml_collections.ConfigDict) -> RunSetup:
     # Both batch sizes are checked before anything is compiled or read.
     local_batch = parallel.check_batch_size("train.batch_size", t.batch_size, devices, processes)
     local_eval_batch = parallel.check_batch_size("train.eval_batch_size", t.eval_batch_size, devices, processes)
+    checks.check_train(t, devices)
     steps_per_epoch = info.train_examples // t.batch_size
     if steps_per_epoch < 1:
         raise ValueError(

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from effscale import model, spec, transfer
+from effscale.augment import mix
 
 Batch = Mapping[str, jax.Array]
 
@@ -66,6 +67,22 @@ def ema_decay(decay: float, step: jax.Array) -> jax.Array:
     return jnp.minimum(decay, (1.0 + n) / (10.0 + n))
 
 
+def _mixed(
+    batch: Batch, step: jax.Array, seed: int, num_classes: int, smoothing: float, groups: int, mixing: dict[str, float]
+) -> tuple[jax.Array, jax.Array | None]:
+    """The images to train on and, when mixup or CutMix is on, their mixed targets (else None).
+
+    Decided from the static alphas when the step is traced: an unmixed step has no mixing ops at all.
+    """
+    if not mix.enabled(mixing["mixup_alpha"], mixing["cutmix_alpha"]):
+        return batch["image"], None
+    key = mix.step_key(seed, step)
+    images, targets, _ = mix.mix_batch(
+        key, batch["image"], batch["label"], num_classes=num_classes, smoothing=smoothing, groups=groups, **mixing
+    )
+    return images, targets
+
+
 def train_step(
     state: TrainState,
     batch: Batch,
@@ -79,23 +96,36 @@ def train_step(
     seed: int,
     labels: Any = None,
     frozen_bn: frozenset[str] = frozenset(),
+    mixup_alpha: float = 0.0,
+    cutmix_alpha: float = 0.0,
+    mix_prob: float = 1.0,
+    switch_prob: float = 0.5,
+    mix_groups: int = 1,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step on a (global) batch; returns the new state and scalar metrics.
 
     `labels` (effscale.transfer.param_labels) marks frozen parameters: they, their moving
     averages and the statistics of the `frozen_bn` BatchNorms are carried over bit for bit.
+    A positive `mixup_alpha` or `cutmix_alpha` mixes the batch (effscale.augment.mix, each example
+    with one of its own block of `mix_groups`, e.g. its device) and trains on the mixed targets;
+    with both 0 the step is traced exactly as without them. Accuracy is against the unmixed labels.
     """
     dropout_key = jax.random.fold_in(jax.random.key(seed), state.step)
+    mixing = dict(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, mix_prob=mix_prob, switch_prob=switch_prob)
+    images, targets = _mixed(batch, state.step, seed, num_classes, label_smoothing, mix_groups, mixing)
 
     def loss_fn(params):
         logits, updates = module.apply(
             {"params": params, "batch_stats": state.batch_stats},
-            batch["image"],
+            images,
             train=True,
             mutable=["batch_stats"],
             rngs={"dropout": dropout_key},
         )
-        loss = cross_entropy(logits, batch["label"], num_classes, label_smoothing).mean()
+        if targets is None:
+            loss = cross_entropy(logits, batch["label"], num_classes, label_smoothing).mean()
+        else:
+            loss = optax.softmax_cross_entropy(logits, targets).mean()
         return loss, (logits, updates["batch_stats"])
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
