@@ -24,7 +24,8 @@ train_support.use_compilation_cache()
 RECORD_KEYS = {
     "config", "width", "depth", "resolution", "phi", "params", "macs", "activations", "xla_flops",
     "eval_top1", "eval_top5", "eval_top1_ema", "eval_top5_ema", "best_eval_top1", "steps", "epochs",
-    "train_images_per_sec", "step_time_s", "input_wait_fraction", "eval_images_per_sec", "compile_time_s", "wall_time_s",
+    "train_images_per_sec", "step_time_s", "input_wait_fraction", "eval_images_per_sec", "compile_time_s",
+    "wall_time_s",
     "device_kind", "device_count", "process_count", "packages",
 }  # fmt: skip
 
