@@ -141,6 +141,7 @@ def _start_jax() -> None:
     from effscale import checkpoint
 
     logging.getLogger("absl").addFilter(checkpoint.not_orbax_error)
+    checkpoint.quiet_abandoned_reads()
     progress = logging.getLogger("effscale")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
@@ -186,13 +187,14 @@ def _train_or_eval(config, mode: str, workdir: str) -> int:
 
 
 def _storage_failed(error: Exception) -> int:
-    """Prints a failed write's one line; exit status 1."""
-    import warnings
-
-    # The failed save's abandoned coroutines would each warn at exit that they were never awaited.
-    warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
+    """Prints a failed write's one line and ends the process with status 1."""
     print(f"effscale: error: {error}", file=sys.stderr)
-    return 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # A failed background save leaves orbax's signalling threads (not daemons) waiting for signals
+    # that never come, and its coroutines unawaited: a normal exit would wait on them for ever.
+    # What the run wrote is on disk already (records are written atomically), so nothing is lost.
+    os._exit(1)
 
 
 def _summary(record) -> str:

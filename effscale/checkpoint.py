@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -88,9 +89,11 @@ class Manager:
                 self._manager.reload()  # forget the moved steps, so that saving them again is allowed
             return step, state
         if failures:
-            causes = "; ".join(f"step {s}: {_first_line(e)}" for s, e in failures[:3])
+            newest, cause = failures[0]
+            steps = ", ".join(str(s) for s, _ in failures)
             raise CheckpointsDamagedError(
-                f"No checkpoint in {self.directory} restores ({causes}). They are left as they are: "
+                f"No checkpoint in {self.directory} restores (steps {steps}; step {newest}: {_first_line(cause)}). "
+                "They are left as they are: "
                 "move that directory away to start afresh, or choose another --workdir."
             )
         return None
@@ -178,6 +181,29 @@ class Manager:
                 shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
 
+def quiet_abandoned_reads() -> None:
+    """Makes this process drop the echoes of a failed restore (call once, at start-up); the failure still raises.
+
+    When one array of a checkpoint fails to read, orbax closes its event loop while TensorStore's
+    other reads are in flight: each then reports "Event loop is closed" as an unraisable exception,
+    and asyncio logs "Task exception was never retrieved" for each abandoned read, hundreds of
+    tracebacks for one damaged file, some after the restore has returned.
+    """
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        exc = unraisable.exc_value
+        if not (isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc)):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    logging.getLogger("asyncio").addFilter(_not_unretrieved_task)
+
+
+def _not_unretrieved_task(entry: logging.LogRecord) -> bool:
+    return not entry.getMessage().startswith("Task exception was never retrieved")
+
+
 def not_orbax_error(entry: logging.LogRecord) -> bool:
     """A logging filter (for absl's logger, which orbax logs through) that drops orbax's ERROR records.
 
@@ -199,8 +225,9 @@ def _first_line(exc: BaseException) -> str:
     while exc.__cause__ is not None:
         exc = exc.__cause__
     text = str(exc).strip().splitlines()
-    line = f"{type(exc).__name__}: {text[0] if text else ''}"
-    return line if len(line) <= 300 else line[:297] + "..."
+    # TensorStore nests its causes as "outer: inner: innermost [tensorstore_spec=...]": the end is the precise part.
+    first = (text[0] if text else "").split(" [tensorstore_spec")[0]
+    return f"{type(exc).__name__}: {first if len(first) <= 240 else '...' + first[-237:]}"
 
 
 def has_checkpoint(workdir: str) -> bool:
