@@ -61,7 +61,13 @@ def get_config() -> ml_collections.ConfigDict:
     d.data_dir = config_dict.placeholder(str)  # TFDS data_dir (None: TFDS' default)
     d.manual_dir = config_dict.placeholder(str)  # for datasets that need manual download (imagenet2012)
     d.train_split = "train"
-    d.eval_split = config_dict.placeholder(str)  # None: 'validation' if the dataset has one, else 'test'
+    d.eval_split = config_dict.placeholder(str)  # test split. None: 'validation' if the dataset has one, else 'test'
+    # Held-out validation for in-run evaluations and the choice of the best weights (effscale.data.resolve_splits):
+    # 'auto': the dataset's own 'validation' split unless eval_split reads it, else the last examples of
+    # train_split (10% of it, at most 5,000, at least 1%: Fashion-MNIST / CIFAR-10 5,000, ImageNet 12,811),
+    # which training then leaves out; 'none': no validation (in-run evaluations on eval_split); or a TFDS split.
+    d.validation = "auto"
+    d.validation_examples = config_dict.placeholder(int)  # 'auto' only: hold out this many instead
     d.train_crop = "inception"  # 'inception' (random-resized crop) | 'center' | 'none'
     d.min_crop_area = 0.08
     d.flip = True

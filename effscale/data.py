@@ -1,14 +1,20 @@
 """TFDS input pipelines for image classification at any resolution.
 
-The trainer calls four functions, all driven by `config.data`:
+The trainer calls these functions, all driven by `config.data`:
 
     info = dataset_info(config.data)            # classes (metadata only); split sizes counted on first use
     train = train_batches(config.data, spec.resolution, global_batch // process_count, seed,
                           start_step=step, process_index=..., process_count=...)
-    for batch in eval_batches(config.data, spec.resolution, eval_batch // process_count, ...): ...
+    for batch in validation_batches(config.data, spec.resolution, eval_batch // process_count, ...): ...
+    for batch in eval_batches(config.data, spec.resolution, eval_batch // process_count, ...): ...  # test
 
 Any TFDS image-classification dataset works by name; 'fashion_mnist' selects our offline builder
 (effscale.fashion_mnist), prepared once into the TFDS data_dir on first use.
+
+Splits (`resolve_splits`): the run trains on config.data.train_split less what `validation` holds
+out, validates on the held-out part (or the dataset's own validation split) during the run, and
+tests on config.data.eval_split at the end. validation='auto' carves the last examples of the
+training split by index, so the carve is the same in every run and on every host.
 
 Reproducibility: the training stream is a pure function of (config, resolution, batch size, seed,
 process share). Each epoch is shuffled with a seed derived from (seed, epoch), and every random
@@ -66,15 +72,16 @@ class DatasetInfo:
     num_classes: int
     _train_examples: int | None = dataclasses.field(default=None, repr=False)
     _eval_examples: int | None = dataclasses.field(default=None, repr=False)
-    count: Callable[[], tuple[int, int]] | None = dataclasses.field(default=None, repr=False)
+    count: Callable[[], tuple[int, int, int | None]] | None = dataclasses.field(default=None, repr=False)
+    _validation_examples: int | None = dataclasses.field(default=None, repr=False)  # None: no validation split
 
     @functools.cached_property
-    def _sizes(self) -> tuple[int, int]:
+    def _sizes(self) -> tuple[int, int, int | None]:
         if self.count is not None:
             return self.count()
         if self._train_examples is None or self._eval_examples is None:
             raise ValueError(f"DatasetInfo of {self.name!r} has neither split sizes nor a way to count them.")
-        return self._train_examples, self._eval_examples
+        return self._train_examples, self._eval_examples, self._validation_examples
 
     @property
     def train_examples(self) -> int:
@@ -82,7 +89,13 @@ class DatasetInfo:
 
     @property
     def eval_examples(self) -> int:
+        """Examples of the test split (config.data.eval_split)."""
         return self._sizes[1]
+
+    @property
+    def validation_examples(self) -> int | None:
+        """Examples of the held-out validation split; None when the run has none (validation='none')."""
+        return self._sizes[2]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,7 +108,8 @@ def dataset_info(data_cfg) -> DatasetInfo:
     Validates the configuration: a ValueError says what to fix for an unknown name, missing
     Fashion-MNIST files, a dataset that is not image classification or a bad class subset. The
     split sizes are counted on first use (`DatasetInfo`), which prepares the dataset if it never
-    was (Fashion-MNIST: seconds, once) and raises ValueError for an unknown split.
+    was (Fashion-MNIST: seconds, once) and raises ValueError for an unknown split or a validation
+    split that leaves nothing to train on.
     """
     data_cfg = copy.deepcopy(data_cfg)  # counted later: later edits of the caller's config must not change it
     builder = _checked_builder(data_cfg)
@@ -103,11 +117,21 @@ def dataset_info(data_cfg) -> DatasetInfo:
     num_classes = int(builder.info.features[label_key].num_classes)
     classes = _check_classes(data_cfg, num_classes)
 
-    def count() -> tuple[int, int]:
+    def count() -> tuple[int, int, int | None]:
         prepared = _builder(data_cfg)
+        splits = resolve_splits(data_cfg, prepared.info.splits)
+        validation = None
+        if splits.validation is not None:
+            validation = _split_size(prepared, data_cfg, splits.validation, train=False)
+            if validation == 0:
+                raise ValueError(
+                    f"config.data.validation={data_cfg.validation!r}: split {splits.validation!r} keeps no examples "
+                    "of config.data.classes; give a larger split or validation='none'."
+                )
         return (
-            _split_size(prepared, data_cfg, data_cfg.train_split, train=True),
-            _split_size(prepared, data_cfg, _eval_split(data_cfg, prepared), train=False),
+            _split_size(prepared, data_cfg, splits.train, train=True),
+            _split_size(prepared, data_cfg, splits.test, train=False),
+            validation,
         )
 
     return DatasetInfo(data_cfg.name, len(classes) if classes else num_classes, count=count)
@@ -284,7 +308,28 @@ def _check_config(data_cfg) -> None:
         raise ValueError(f"config.data.min_crop_area={data_cfg.min_crop_area} must lie in (0, 1].")
     if len(data_cfg.mean) != 3 or len(data_cfg.std) != 3:
         raise ValueError("config.data.mean and config.data.std need one value per RGB channel.")
+    _check_validation(data_cfg)
     checks.check_data(data_cfg)
+
+
+def _check_validation(data_cfg) -> None:
+    """config.data.validation / validation_examples, as far as they can be checked without split sizes."""
+    mode, wanted = data_cfg.get("validation", "auto"), data_cfg.get("validation_examples")
+    allowed = "'auto', 'none' or a TFDS split such as 'train[-5000:]'"
+    if not isinstance(mode, str) or not mode:
+        raise ValueError(f"config.data.validation={mode!r}; expected {allowed}.")
+    if mode not in VALIDATION_MODES:
+        try:
+            tfds.core.ReadInstruction.from_spec(mode)
+        except (ValueError, NotImplementedError) as e:
+            raise ValueError(f"config.data.validation={mode!r} is not a TFDS split; expected {allowed}.") from e
+    if wanted is not None and (isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1):
+        raise ValueError(f"config.data.validation_examples={wanted!r}; expected an integer >= 1 or None.")
+    if wanted is not None and mode != "auto":
+        raise ValueError(
+            f"config.data.validation_examples={wanted} applies to validation='auto' only; with validation={mode!r} "
+            "give the size in the split (e.g. 'train[-5000:]') or unset validation_examples."
+        )
 
 
 def _feature_keys(builder: tfds.core.DatasetBuilder) -> tuple[str, str]:
@@ -309,21 +354,134 @@ def _feature_keys(builder: tfds.core.DatasetBuilder) -> tuple[str, str]:
     return keys
 
 
-def _eval_split(data_cfg, builder: tfds.core.DatasetBuilder) -> str:
+def _eval_split(data_cfg, split_infos: Any) -> str:
     if data_cfg.eval_split:
         return data_cfg.eval_split
     # Many small datasets (fashion_mnist, cifar10) have no validation split: their test split is the eval set.
-    return "validation" if "validation" in builder.info.splits else "test"
+    return "validation" if "validation" in split_infos else "test"
 
 
 def _num_examples(builder: tfds.core.DatasetBuilder, split: Any) -> int:
     try:
-        return int(builder.info.splits[split].num_examples)
+        return sum(end - first for _, first, end in _ranges(builder.info.splits, split))
     except (KeyError, ValueError) as e:
         raise ValueError(
             f"Split {split!r} not found in dataset {builder.name!r} (splits: {', '.join(builder.info.splits)}); "
-            "set config.data.train_split / eval_split."
+            "set config.data.train_split / eval_split / validation."
         ) from e
+
+
+# ---------------------------------------------------------------------------------------------
+# Splits: train, held-out validation, test
+
+VALIDATION_MODES = ("auto", "none")  # or a TFDS split string
+VALIDATION_CAP = 5_000  # 'auto' carves 10% of the training split, at most this many, at least 1%
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+    """The TFDS splits a run reads: it trains on `train`, validates on `validation` (None: it has no
+    validation split) and tests on `test` (config.data.eval_split)."""
+
+    train: str
+    validation: str | None
+    test: str
+
+
+def carved_size(train_examples: int) -> int:
+    """Examples validation='auto' holds out of a training split of `train_examples`: 10% of it, at most
+    5,000, at least 1% (and one): 5,000 of Fashion-MNIST's 60,000 and CIFAR-10's 50,000, 12,811 of
+    ImageNet's 1,281,167, 102 of a 1,024-example slice."""
+    return max(1, train_examples // 100, min(VALIDATION_CAP, train_examples // 10))
+
+
+def _ranges(split_infos: Any, split: Any) -> list[tuple[str, int, int]]:
+    """(split name, first index, end index) of each part of `split`: a TFDS split string such as
+    'train[:90%]+test', or a split object; `split_infos` maps split names to their SplitInfo."""
+    spec = tfds.core.ReadInstruction.from_spec(split) if isinstance(split, str) else split
+    out = []
+    for part in spec.to_absolute(split_infos):
+        first = part.from_ or 0
+        end = split_infos[part.splitname].num_examples if part.to is None else part.to
+        out.append((part.splitname, first, max(first, end)))
+    return out
+
+
+def _field_ranges(field: str, value: str, split_infos: Any) -> list[tuple[str, int, int]]:
+    """`_ranges` of config.data.<field>, a ValueError naming the field for a split the dataset lacks."""
+    try:
+        return _ranges(split_infos, value)
+    except (KeyError, ValueError) as e:
+        raise ValueError(
+            f"config.data.{field}={value!r} is not a split of this dataset ({e}); its splits: {', '.join(split_infos)}."
+        ) from e
+
+
+def resolve_splits(data_cfg, split_infos: Any) -> Splits:
+    """The splits `data_cfg` reads, given the dataset's split sizes (`builder.info.splits`).
+
+    config.data.validation: 'none' trains on train_split, no validation. A TFDS split string is the
+    validation split; it must not overlap train_split. 'auto' takes the dataset's own 'validation'
+    split when it has one and eval_split does not read it; otherwise it carves the last examples of
+    train_split (whatever slice that is): `validation_examples` of them, or `carved_size` (10%,
+    at most 5,000, at least 1%). With the dataset's own split, `validation_examples` takes its first ones.
+    Raises ValueError naming the field when the validation split would hold the whole training split.
+    """
+    test = _eval_split(data_cfg, split_infos)
+    mode = data_cfg.get("validation", "auto")
+    if mode == "none":
+        return Splits(data_cfg.train_split, None, test)
+    if mode != "auto":
+        _check_disjoint(data_cfg, split_infos)
+        return Splits(data_cfg.train_split, mode, test)
+    wanted = data_cfg.get("validation_examples")
+    tested = {name for name, _, _ in _field_ranges("eval_split", test, split_infos)}
+    if "validation" in split_infos and "validation" not in tested:
+        own = split_infos["validation"].num_examples
+        if wanted is not None and wanted > own:
+            raise ValueError(
+                f"config.data.validation_examples={wanted} exceeds the {own} examples of the dataset's validation "
+                f"split; allowed: 1..{own}."
+            )
+        return Splits(data_cfg.train_split, "validation" if wanted is None else f"validation[:{wanted}]", test)
+    return Splits(*_carve(data_cfg, split_infos, wanted), test)
+
+
+def _carve(data_cfg, split_infos: Any, wanted: int | None) -> tuple[str, str]:
+    """(train, validation): train_split less its last examples, and those examples."""
+    parts = _field_ranges("train_split", data_cfg.train_split, split_infos)
+    if len(parts) != 1:
+        raise ValueError(
+            f"config.data.validation='auto' cannot carve from config.data.train_split={data_cfg.train_split!r}, "
+            "a union of splits; set config.data.validation to a TFDS split (or 'none')."
+        )
+    name, first, end = parts[0]
+    held = carved_size(end - first) if wanted is None else wanted
+    if held >= end - first:
+        asked = "config.data.validation='auto'" if wanted is None else f"config.data.validation_examples={held}"
+        raise ValueError(
+            f"{asked} leaves no training examples: config.data.train_split={data_cfg.train_split!r} holds "
+            f"{end - first}; validation_examples allows 1..{end - first - 1} (or set validation='none')."
+        )
+    cut = end - held
+    return f"{name}[{first}:{cut}]", f"{name}[{cut}:{end}]"
+
+
+def _check_disjoint(data_cfg, split_infos: Any) -> None:
+    """Raises ValueError when config.data.validation shares examples with train_split."""
+    train = _field_ranges("train_split", data_cfg.train_split, split_infos)
+    for name, first, end in _field_ranges("validation", data_cfg.validation, split_infos):
+        for other, lo, hi in train:
+            if other == name and max(first, lo) < min(end, hi):
+                raise ValueError(
+                    f"config.data.validation={data_cfg.validation!r} overlaps config.data.train_split="
+                    f"{data_cfg.train_split!r} (examples {max(first, lo)}..{min(end, hi) - 1} of {name!r}); "
+                    "give disjoint splits or validation='auto'."
+                )
+
+
+def _splits(builder: tfds.core.DatasetBuilder, data_cfg) -> Splits:
+    return resolve_splits(data_cfg, builder.info.splits)
 
 
 def _read(builder: tfds.core.DatasetBuilder, split: Any) -> tf.data.Dataset:
@@ -495,20 +653,23 @@ def train_batches(
 ) -> Iterator[dict[str, np.ndarray]]:
     """Infinite training batches of this process's share: {'image': float32 (B, R, R, 3), 'label': int32 (B,)}.
 
+    They come from the training split less the validation split carved from it (`resolve_splits`).
+
     `batch_size` is per process. An epoch is train_examples // (batch_size * process_count) steps;
     the remainder is dropped. Starting at `start_step` yields what an uninterrupted stream yields
     from that step on: whole epochs before it are never read, and the examples of the partial epoch
     are skipped before decoding.
     """
     builder = _builder(data_cfg)
-    steps_per_epoch = _split_size(builder, data_cfg, data_cfg.train_split, train=True) // (batch_size * process_count)
+    split = _splits(builder, data_cfg).train
+    steps_per_epoch = _split_size(builder, data_cfg, split, train=True) // (batch_size * process_count)
     if steps_per_epoch < 1:
         raise ValueError(
-            f"Split {data_cfg.train_split!r} of {data_cfg.name!r} is smaller than one global batch of "
+            f"Split {split!r} of {data_cfg.name!r} is smaller than one global batch of "
             f"{batch_size} x {process_count} processes."
         )
     # Equal shares, so that every process has the examples for steps_per_epoch batches.
-    share, share_size = _share(builder, data_cfg, data_cfg.train_split, True, process_index, process_count)
+    share, share_size = _share(builder, data_cfg, split, True, process_index, process_count)
     decode = _decoder(builder)
     examples = share.enumerate()  # (index in share, (image, label)): the example's identity
     if data_cfg.cache:
@@ -547,14 +708,38 @@ def train_batches(
 def eval_batches(
     data_cfg, resolution: int, batch_size: int, process_index: int = 0, process_count: int = 1
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Evaluation batches of this process's share, each example exactly once over all processes.
+    """Evaluation batches of the test split (config.data.eval_split), each example exactly once over all processes.
 
     {'image': float32 (B, R, R, 3), 'label': int32 (B,), 'mask': bool (B,)}. Shares differ by at
     most one example; each is padded with masked (all-zero) examples to `eval_steps` batches, so
     every process yields the same number of batches, as collective evaluation steps require.
     """
     builder = _builder(data_cfg)
-    split = _eval_split(data_cfg, builder)
+    split = _splits(builder, data_cfg).test
+    return _eval_stream(builder, data_cfg, split, resolution, batch_size, process_index, process_count)
+
+
+def validation_batches(
+    data_cfg, resolution: int, batch_size: int, process_index: int = 0, process_count: int = 1
+) -> Iterator[dict[str, np.ndarray]]:
+    """`eval_batches` of the held-out validation split (`resolve_splits`); ValueError when there is none."""
+    builder = _builder(data_cfg)
+    split = _splits(builder, data_cfg).validation
+    if split is None:
+        raise ValueError("config.data.validation='none': this run has no validation split.")
+    return _eval_stream(builder, data_cfg, split, resolution, batch_size, process_index, process_count)
+
+
+def _eval_stream(
+    builder: tfds.core.DatasetBuilder,
+    data_cfg,
+    split: str,
+    resolution: int,
+    batch_size: int,
+    process_index: int,
+    process_count: int,
+) -> Iterator[dict[str, np.ndarray]]:
+    """This process's padded evaluation batches of `split` (see `eval_batches`)."""
     steps = _eval_steps(_split_size(builder, data_cfg, split, train=False), batch_size, process_count)
     share, _ = _share(builder, data_cfg, split, False, process_index, process_count)
     decode = _decoder(builder)

@@ -27,7 +27,21 @@ METRICS = "metrics.jsonl"
 CARRY = "carry"
 FORMAT_VERSION = 1  # records written before versions existed read as version 0 (the same field names)
 STATUSES = ("finished", "evaluated")
-FRACTIONS = ("eval_top1", "eval_top5", "eval_top1_ema", "eval_top5_ema", "best_eval_top1", "train_accuracy")
+FRACTIONS = (
+    "eval_top1",
+    "eval_top5",
+    "eval_top1_ema",
+    "eval_top5_ema",
+    "best_eval_top1",
+    "train_accuracy",
+    "val_top1",
+    "val_top1_ema",
+    "best_val_top1",
+    "test_top1",
+    "test_top5",
+    "test_top1_ema",
+    "test_top1_best",
+)
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow", "tensorflow-datasets", "numpy")
 
 
@@ -188,7 +202,7 @@ class RunRecord:
     steps: int
     steps_per_epoch: int
     epochs: float
-    # The final evaluation (raw and EMA weights) on the evaluation split.
+    # The final evaluation (raw and EMA weights) on the evaluation split (config.data.eval_split: the test split).
     eval_top1: float
     eval_top5: float
     eval_top1_ema: float
@@ -200,7 +214,22 @@ class RunRecord:
     phi: float | None = None
     xla_flops: float | None = None
     eval_images_per_sec: float | None = None
+    # Training: the eval split's top-1 of the weights chosen on validation (test_top1_best); without a validation
+    # split (data.validation='none', or records written before it existed), the best in-run eval-split top-1.
     best_eval_top1: float | None = None
+    # The held-out validation split (config.data.validation): the final weights (raw, EMA), and the best in-run
+    # evaluation (top-1 of raw or EMA weights) and its step. None without a validation split.
+    val_top1: float | None = None
+    val_top1_ema: float | None = None
+    val_examples: int | None = None
+    best_val_top1: float | None = None
+    best_val_step: int | None = None
+    # The test split (config.data.eval_split) at the end: the final weights (the same as eval_*), their EMA, and
+    # the better (raw or EMA) weights of the best validation step.
+    test_top1: float | None = None
+    test_top5: float | None = None
+    test_top1_ema: float | None = None
+    test_top1_best: float | None = None
     train_loss: float | None = None
     train_accuracy: float | None = None
     train_images_per_sec: float | None = None
@@ -209,6 +238,7 @@ class RunRecord:
     input_wait_fraction: float | None = None
     resumed_from_step: int | None = None
     compile_time_s: float | None = None
+    compile_cache_hits: int | None = None  # compiles JAX's persistent cache served (effscale.compile_cache)
     wall_time_s: float | None = None
     # Where it ran and with what.
     device_kind: str | None = None

@@ -261,12 +261,17 @@ def run(
     agree: Callable[[bool], bool] = _identity,
     log: Callable[[str], None] = print,
     stop_on: tuple[type[BaseException], ...] = (),
+    claim: bool = False,
+    ttl_s: float | None = None,
 ) -> dict[str, str]:
     """Runs this shard's points of a sweep one after another; returns {name: outcome}.
 
     Outcomes: 'skipped' (a sound result.json existed; a damaged one is moved aside and the point
-    rerun), 'done' (ran now) or 'failed' (error recorded,
-    the sweep went on). `run_fn(config, point_dir)` trains one point; it must write
+    rerun), 'done' (ran now), 'failed' (error recorded, the sweep went on) or 'held' (another
+    process's trainer holds the point's writer.lease: it is training it now).
+    `claim=True` ignores `shard` and takes points one at a time by claim file instead, until every
+    point is finished or failed in this round (effscale.claims; `ttl_s` is the claims' lease TTL,
+    default EFFSCALE_LEASE_TTL or 120 s). `run_fn(config, point_dir)` trains one point; it must write
     result.json atomically at its end (if it only returns a RunRecord, the driver writes it) and
     resume from what it finds in point_dir. `agree(flag)` makes every process take process
     0's decision in a multi-host job (all processes must skip or run a point together).
@@ -278,30 +283,51 @@ def run(
     name = sweep_name(config)
     expanded = expand(config)
     index = {p.name: k for k, (p, _) in enumerate(expanded)}
-    mine = share(expanded, *shard)
-    log(f"sweep {name}: {len(mine)} of {len(expanded)} points in shard {shard[0]}/{shard[1]}, workdir {workdir}")
+    if claim:
+        from effscale import claims
+
+        log(f"sweep {name}: claiming its {len(expanded)} points one at a time, workdir {workdir}")
+        todo = claims.claimed(
+            expanded,
+            lambda item: workdir / item[0].name,
+            lambda pdir: _finished(pdir, is_main, log),
+            ttl_s=ttl_s,
+            is_main=is_main,
+            agree=agree,
+            log=log,
+        )
+    else:
+        mine = share(expanded, *shard)
+        log(f"sweep {name}: {len(mine)} of {len(expanded)} points in shard {shard[0]}/{shard[1]}, workdir {workdir}")
+        todo = (item for item in mine)
     outcomes: dict[str, str] = {}
-    for p, cfg in mine:
-        pdir = workdir / p.name
-        if agree(_finished(pdir, is_main, log)):
-            outcomes[p.name] = "skipped"
-            log(f"  {p.name}: done, skipped")
-            continue
-        record = describe_point(name, p, cfg, index[p.name])
-        previous = results.read_json(pdir / ERROR_FILE) or {}
-        problem = _write_point(pdir, record) if is_main else None
-        # A point that cannot resume safely is recorded like any failure; other processes follow.
-        if agree(problem is not None):
-            outcomes[p.name] = "failed"
-            if is_main:
-                _record_failure(pdir, previous, "PointChanged", problem or "", "")
-            log(f"  {p.name}: FAILED: {problem}")
-            continue
-        macs = si(record["describe"].get("macs"))
-        log(f"  {p.name}: {results.point_state(pdir)}, running ({p.strategy}, {macs} MACs)")
-        outcomes[p.name] = _run_point(cfg, pdir, run_fn, previous, is_main, log, stop_on)
+    try:  # closing `todo` releases a claim held when a stop or an interrupt ends the loop
+        for p, cfg in todo:
+            pdir = workdir / p.name
+            if agree(_finished(pdir, is_main, log)):
+                outcomes[p.name] = "skipped"
+                log(f"  {p.name}: done, skipped")
+                continue
+            record = describe_point(name, p, cfg, index[p.name])
+            previous = results.read_json(pdir / ERROR_FILE) or {}
+            problem = _write_point(pdir, record) if is_main else None
+            # A point that cannot resume safely is recorded like any failure; other processes follow.
+            if agree(problem is not None):
+                outcomes[p.name] = "failed"
+                if is_main:
+                    _record_failure(pdir, previous, "PointChanged", problem or "", "")
+                log(f"  {p.name}: FAILED: {problem}")
+                continue
+            macs = si(record["describe"].get("macs"))
+            log(f"  {p.name}: {results.point_state(pdir)}, running ({p.strategy}, {macs} MACs)")
+            outcomes[p.name] = _run_point(cfg, pdir, run_fn, previous, is_main, log, stop_on)
+    finally:
+        todo.close()
     failed = sorted(n for n, o in outcomes.items() if o == "failed")
-    log(f"sweep {name}: {sum(o != 'failed' for o in outcomes.values())} done, {len(failed)} failed {failed or ''}")
+    held = sorted(n for n, o in outcomes.items() if o == "held")
+    done = sum(o in ("done", "skipped") for o in outcomes.values())
+    elsewhere = f", held elsewhere {held}" if held else ""
+    log(f"sweep {name}: {done} done, {len(failed)} failed {failed or ''}{elsewhere}")
     return outcomes
 
 
@@ -315,7 +341,10 @@ def _finished(pdir: Path, is_main: bool, log: Callable[[str], None]) -> bool:
         return True
     if is_main:
         aside = pdir / f"{RESULT_FILE}.damaged-{time.strftime('%Y%m%dT%H%M%S')}"
-        (pdir / RESULT_FILE).rename(aside)
+        try:
+            (pdir / RESULT_FILE).rename(aside)
+        except FileNotFoundError:  # another driver moved it first
+            return False
         log(f"  {pdir.name}: DAMAGED record ({problem}); moved to {aside.name}, rerunning from its checkpoint")
     return False
 
@@ -337,7 +366,8 @@ def _run_point(
     log: Callable[[str], None],
     stop_on: tuple[type[BaseException], ...],
 ) -> str:
-    """Trains one point; 'done', or 'failed' with error.json written. `stop_on` ends the sweep."""
+    """Trains one point; 'done', 'failed' with error.json written, or 'held' when another process trains it
+    (its trainer's writer.lease is held: nothing is recorded). `stop_on` ends the sweep."""
     start = time.time()
     try:
         result = run_fn(cfg, str(pdir))
@@ -349,6 +379,11 @@ def _run_point(
         log(f"  {pdir.name}: stopped after {time.time() - start:.0f} s; rerun to resume")
         raise
     except Exception as e:  # noqa: BLE001 - any failure of one point must not stop the sweep
+        from effscale import claims
+
+        if claims.held_elsewhere(e):
+            log(f"  {pdir.name}: not run, another process is training it: {e}")
+            return "held"
         if is_main:
             _record_failure(pdir, previous, type(e).__name__, str(e), traceback.format_exc())
         log(f"  {pdir.name}: FAILED after {time.time() - start:.0f} s: {type(e).__name__}: {e}")
@@ -506,7 +541,11 @@ def main(
             from effscale import train
 
             run_fn, stop_on = train.train_and_evaluate, (train.Interrupted,)
-        outcomes = run(config, workdir, run_fn, (i, n), is_main=is_main, agree=agree, stop_on=stop_on)
+        claim = shard == "claim"  # work stealing: no fixed share (effscale.claims)
+        outcomes = run(
+            config, workdir, run_fn, (0, 1) if claim else (i, n), is_main=is_main, agree=agree, stop_on=stop_on,
+            claim=claim,
+        )  # fmt: skip
         return 1 if any(o == "failed" for o in outcomes.values()) else 0
     if mode == "status":
         print(format_status(status(config, workdir, n), f"sweep {sweep_name(config)} in {workdir}"))

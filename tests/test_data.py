@@ -36,9 +36,11 @@ def _idx(name: str) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def fm_dir(request) -> str:
-    """TFDS data_dir with our Fashion-MNIST prepared; kept in pytest's cache so later runs skip the ~15 s build."""
-    return str(request.config.cache.mkdir("effscale_tfds"))
+def fm_dir(request, tmp_path_factory) -> str:
+    """TFDS data_dir with our Fashion-MNIST prepared; kept in pytest's cache so later runs skip the ~15 s build
+    (a fresh one per session under -p no:cacheprovider)."""
+    cache = getattr(request.config, "cache", None)
+    return str(cache.mkdir("effscale_tfds") if cache else tmp_path_factory.mktemp("effscale_tfds"))
 
 
 @pytest.fixture
@@ -74,12 +76,14 @@ def _as_uint8(images: np.ndarray) -> np.ndarray:
 @needs_idx
 def test_fashion_mnist_builder_matches_idx_files(fm_cfg):
     info = data.dataset_info(fm_cfg)
-    # The split sizes prepare the dataset on first use (kept in pytest's cache between runs).
-    assert (info.name, info.num_classes, info.train_examples, info.eval_examples) == (
+    # The split sizes prepare the dataset on first use (kept in pytest's cache between runs); the last
+    # 5,000 of the 60,000 training images are held out for validation.
+    assert (info.name, info.num_classes, info.train_examples, info.eval_examples, info.validation_examples) == (
         "fashion_mnist",
         10,
-        60_000,
+        55_000,
         10_000,
+        5_000,
     )
 
     builder = fashion_mnist.FashionMnistIdx(data_dir=fm_cfg.data_dir)
@@ -113,6 +117,7 @@ def test_eval_shards_cover_every_example_once(fm_cfg):
 @needs_idx
 def test_train_shards_are_disjoint_within_an_epoch(fm_cfg):
     c = _raw_view(fm_cfg, "train_split", "train[:200]")
+    c.validation = "none"  # all 200 train
     truth = {
         img.tobytes(): lbl
         for img, lbl in zip(
@@ -134,7 +139,7 @@ def test_train_shards_are_disjoint_within_an_epoch(fm_cfg):
 @needs_idx
 @pytest.mark.parametrize("cache", [False, True])
 def test_resume_matches_uninterrupted_stream(fm_cfg, cache):
-    fm_cfg.train_split = "train[:200]"  # 12 steps per epoch at batch 16: step 10 -> 15 crosses an epoch
+    fm_cfg.train_split = "train[:200]"  # 180 train (20 held out): 11 steps per epoch at batch 16; 10 -> 15 crosses one
     fm_cfg.cache = cache
     stream = data.train_batches(fm_cfg, 16, 16, seed=7)
     full = [next(stream) for _ in range(16)]
@@ -169,13 +174,15 @@ def test_mocked_tfds_datasets(tmp_path, name, num_classes, eval_split):
     c.name = name
     c.manual_dir = str(tmp_path)  # imagenet2012 needs one; the mock never reads it
     c.threads = 1
-    # The mock yields num_examples for any split or slice of one, so both splits get that size.
+    # The mock yields num_examples for any split or slice of one, so both splits get that size. Neither dataset
+    # has a validation split apart from its eval split: the last of the 10 training examples is held out.
     with (
         tfds.testing.mock_data(num_examples=10, policy=tfds.testing.MockPolicy.USE_CODE),
         _mock_splits(train=10, **{eval_split: 10}),
     ):
         info = data.dataset_info(c)
-        assert (info.name, info.num_classes, info.train_examples, info.eval_examples) == (name, num_classes, 10, 10)
+        sizes = (info.train_examples, info.validation_examples, info.eval_examples)
+        assert (info.name, info.num_classes, *sizes) == (name, num_classes, 9, 1, 10)
         train = next(data.train_batches(c, 40, 8, seed=0))
         evals = list(data.eval_batches(c, 40, 8))
     assert train["image"].shape == (8, 40, 40, 3) and train["image"].dtype == np.float32
@@ -230,7 +237,10 @@ def test_dataset_info_reads_metadata_only(tmp_path, fm_cfg):
     info = data.dataset_info(fm_cfg)
     fm_cfg.classes = None  # the info keeps the config as it was when asked
     assert info.eval_examples == int(np.isin(_idx("t10k-labels-idx1-ubyte.gz"), (7, 5, 9)).sum())
-    assert info.train_examples == int(np.isin(_idx("train-labels-idx1-ubyte.gz"), (7, 5, 9)).sum())
+    # Validation is carved from the training images by index (the last 5,000), then filtered like them.
+    labels = _idx("train-labels-idx1-ubyte.gz")
+    assert info.train_examples == int(np.isin(labels[:55_000], (7, 5, 9)).sum())
+    assert info.validation_examples == int(np.isin(labels[55_000:], (7, 5, 9)).sum())
 
 
 def test_given_split_sizes_are_used_as_they_are():
@@ -273,7 +283,7 @@ def test_concurrent_preparation(tmp_path):
     ]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
-    assert [o.split()[-1] for o in outs] == ["60000", "60000"]
+    assert [o.split()[-1] for o in outs] == ["55000", "55000"]  # 60,000 less the 5,000 held out
     labels = [
         ex["label"]
         for ex in tfds.as_numpy(fashion_mnist.FashionMnistIdx(data_dir=str(tmp_path)).as_dataset(split="test"))

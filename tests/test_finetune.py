@@ -200,6 +200,8 @@ def test_bad_freeze_from_the_command_line(tmp_path):
 def test_fingerprint_unchanged_for_plain_runs_and_guards_transfer():
     config = tiny_config()
     net = train.resolve(config)[2]
+    assert train.fingerprint(net, "x", config)["validation"] == ["auto", config.data.get("validation_examples")]
+    config.data.validation = "none"
     assert train.fingerprint(net, "x", config) == train.fingerprint(net, "x")
     config.transfer.freeze = "base"
     config.data.classes = (5, 6)

@@ -48,18 +48,23 @@ def compile_train(setup: RunSetup, phase: Phase) -> TrainFn:
         num_classes=setup.net.num_classes,
         label_smoothing=float(t.label_smoothing),
         ema=float(t.ema_decay),
-        seed=int(t.seed),
         labels=parts.labels,
         frozen_bn=parts.frozen_bn,
         **mix.options(t, setup.devices),
     )
     jitted = jax.jit(
         fn,
-        in_shardings=(setup.replicated, setup.batch_sharding),
+        in_shardings=(setup.replicated, setup.batch_sharding, setup.replicated),
         out_shardings=(setup.replicated, setup.replicated),
         donate_argnums=0,
     )
-    return jitted.lower(abstract_state(setup, phase), _abstract_batch(setup, t.batch_size, False)).compile()
+    # The seed is an argument, not a constant of the program: repeats of a network with other seeds
+    # compile to the same program, which the persistent compilation cache then serves.
+    abstract_seed = jax.ShapeDtypeStruct((), jnp.int32, sharding=setup.replicated)
+    batch = _abstract_batch(setup, t.batch_size, False)
+    compiled = jitted.lower(abstract_state(setup, phase), batch, abstract_seed).compile()
+    seed = jax.device_put(jnp.int32(t.seed), setup.replicated)
+    return lambda state, batch: compiled(state, batch, seed)
 
 
 def compile_eval(setup: RunSetup) -> EvalFn:

@@ -1,4 +1,10 @@
-"""Evaluation as one unit: the whole eval split through the raw and the EMA weights, as fractions.
+"""Evaluation as one unit: a whole split through the raw and the EMA weights, as fractions.
+
+In-run evaluations read the held-out validation split (the test split when a run has none) and
+choose the best weights; the test split (config.data.eval_split) is read at the end, and at each
+new validation best below the last step, for the better of that step's weights, which are gone
+by the end: so the test accuracy of the best-on-validation weights needs no copy of them, and a
+resumed run finds it in the metrics log like every other evaluation.
 
 Each process feeds its share of every eval batch; a short last batch is padded with masked-out
 examples, so one compiled shape serves the whole split. The device sums of hits, losses and
@@ -9,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -20,10 +26,13 @@ from effscale.training.compiled import EvalFn
 from effscale.training.setup import RunSetup
 from effscale.training.steps import TrainState
 
+VALIDATION, TEST = "validation", "test"
+RAW, EMA = "raw", "ema"
+
 
 @dataclasses.dataclass(frozen=True)
 class EvalResult:
-    """One evaluation of the raw and the EMA weights: fractions of the eval split (loss: its mean)."""
+    """One evaluation of the raw and the EMA weights: fractions of `split` (loss: its mean)."""
 
     top1: float
     top5: float
@@ -33,19 +42,52 @@ class EvalResult:
     loss_ema: float
     examples: int
     images_per_sec: float  # every pass counts (raw and EMA weights): images through the network
+    split: str = TEST  # VALIDATION or TEST (metrics logs from before validation existed: their eval split)
+    # Set on a validation evaluation that is a new best below the last step: its better weights on the test split.
+    best_weights: str | None = None  # RAW or EMA
+    best_test_top1: float | None = None
+    best_test_top5: float | None = None
 
     @property
     def best_top1(self) -> float:
         return max(self.top1, self.top1_ema)
 
+    @property
+    def better_weights(self) -> str:
+        """RAW or EMA: the weights with the higher top-1 (RAW on a tie)."""
+        return EMA if self.top1_ema > self.top1 else RAW
+
+    def top1_of(self, weights: str) -> float:
+        return self.top1_ema if weights == EMA else self.top1
+
     def metrics(self) -> dict[str, Any]:
-        """The fields, as the metrics log holds them."""
-        return dataclasses.asdict(self)
+        """The fields, as the metrics log holds them (the best_* ones only when set)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
     @classmethod
     def from_metrics(cls, event: Mapping[str, Any]) -> EvalResult:
-        """The result an eval event of the metrics log holds."""
-        return cls(**{f.name: event[f.name] for f in dataclasses.fields(cls)})
+        """The result an eval event of the metrics log holds (an older event lacks the defaulted fields)."""
+        fields = dataclasses.fields(cls)
+        return cls(**{f.name: event[f.name] for f in fields if f.name in event or f.default is dataclasses.MISSING})
+
+
+def in_run_split(setup: RunSetup) -> str:
+    """The split of in-run evaluations and of the choice of the best weights: VALIDATION, or TEST without one."""
+    return TEST if setup.info.validation_examples is None else VALIDATION
+
+
+def best_of(evals: Sequence[tuple[int, EvalResult]]) -> tuple[int, EvalResult]:
+    """The (step, result) with the highest top-1 of raw or EMA weights; the earliest of equals."""
+    best = evals[0]
+    for step, result in evals[1:]:
+        if result.best_top1 > best[1].best_top1:
+            best = (step, result)
+    return best
+
+
+def is_new_best(evals: Sequence[tuple[int, EvalResult]], result: EvalResult) -> bool:
+    """Whether `result` beats every evaluation in `evals` (`best_of`'s rule)."""
+    return not evals or result.best_top1 > best_of(evals)[1].best_top1
 
 
 def pad(batch: Mapping[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
@@ -56,27 +98,40 @@ def pad(batch: Mapping[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
     return {k: np.concatenate([v, np.zeros((size - n, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
 
 
-def run_eval(setup: RunSetup, eval_fn: EvalFn, state: TrainState) -> EvalResult:
-    """Top-1 / top-5 / loss of the raw and the EMA weights of `state` over the whole eval split."""
+def _variables(state: TrainState, weights: str) -> dict[str, Any]:
+    if weights == EMA:
+        return {"params": state.ema_params, "batch_stats": state.ema_batch_stats}
+    return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def _passes(
+    setup: RunSetup, eval_fn: EvalFn, passes: Mapping[str, Any], split: str
+) -> tuple[dict[str, tuple[float, float, float, float]], float]:
+    """{name: (top-1, top-5, mean loss, count)} of each set of variables in `passes` over `split`, and the seconds."""
     from effscale import data
 
-    passes = {"": {"params": state.params, "batch_stats": state.batch_stats}}
-    # ema_decay=0 makes the average the weights themselves (decay min(0, ...) = 0): one pass serves both.
-    if setup.config.train.ema_decay != 0:
-        passes["_ema"] = {"params": state.ema_params, "batch_stats": state.ema_batch_stats}
-    sums: dict[str, list[dict[str, jax.Array]]] = {suffix: [] for suffix in passes}
+    stream = data.validation_batches if split == VALIDATION else data.eval_batches
+    sums: dict[str, list[dict[str, jax.Array]]] = {name: [] for name in passes}
     start = time.perf_counter()
-    batches = data.eval_batches(
-        setup.config.data, setup.net.resolution, setup.local_eval_batch, jax.process_index(), setup.processes
-    )
+    data_cfg, batch_size = setup.config.data, setup.local_eval_batch
+    batches = stream(data_cfg, setup.net.resolution, batch_size, jax.process_index(), setup.processes)
     for local in batches:
         batch = parallel.global_batch(pad(local, setup.local_eval_batch), setup.batch_sharding)
-        for suffix, variables in passes.items():
-            sums[suffix].append(eval_fn(variables, batch))
+        for name, variables in passes.items():
+            sums[name].append(eval_fn(variables, batch))
     fetched = jax.device_get(sums)  # one host sync for the whole pass
-    seconds = time.perf_counter() - start
-    raw = _fractions(fetched[""])
-    ema = _fractions(fetched["_ema"]) if "_ema" in fetched else raw
+    return {name: _fractions(fetched[name]) for name in passes}, time.perf_counter() - start
+
+
+def run_eval(setup: RunSetup, eval_fn: EvalFn, state: TrainState, split: str = TEST) -> EvalResult:
+    """Top-1 / top-5 / loss of the raw and the EMA weights of `state` over the whole of `split`."""
+    passes = {RAW: _variables(state, RAW)}
+    # ema_decay=0 makes the average the weights themselves (decay min(0, ...) = 0): one pass serves both.
+    if setup.config.train.ema_decay != 0:
+        passes[EMA] = _variables(state, EMA)
+    scores, seconds = _passes(setup, eval_fn, passes, split)
+    raw = scores[RAW]
+    ema = scores.get(EMA, raw)
     examples = raw[3]
     return EvalResult(
         top1=raw[0],
@@ -87,7 +142,16 @@ def run_eval(setup: RunSetup, eval_fn: EvalFn, state: TrainState) -> EvalResult:
         loss_ema=ema[2],
         examples=int(examples),
         images_per_sec=len(passes) * examples / seconds if seconds > 0 else float("nan"),
+        split=split,
     )
+
+
+def with_test_of_better(setup: RunSetup, eval_fn: EvalFn, state: TrainState, result: EvalResult) -> EvalResult:
+    """`result` (an evaluation of `state`) with its better weights' top-1 / top-5 on the test split."""
+    weights = result.better_weights
+    scores, _ = _passes(setup, eval_fn, {weights: _variables(state, weights)}, TEST)
+    top1, top5, _, _ = scores[weights]
+    return dataclasses.replace(result, best_weights=weights, best_test_top1=top1, best_test_top5=top5)
 
 
 def _fractions(sums: list[Mapping[str, Any]]) -> tuple[float, float, float, float]:

@@ -14,7 +14,7 @@ from effscale import spec
 def fingerprint(net: spec.NetworkSpec, dataset: str, config: ml_collections.ConfigDict | None = None) -> dict[str, Any]:
     """The full network description and the dataset.
 
-    With `config`, also the data subset, the augmentation, initial weights and freezing / phases,
+    With `config`, also the data subset, the validation split, the augmentation, initial weights and freezing / phases,
     but only when they differ from the defaults: workdirs of ordinary runs keep the fingerprint
     they had, and a run never resumes another recipe's checkpoints half-way.
     """
@@ -24,6 +24,9 @@ def fingerprint(net: spec.NetworkSpec, dataset: str, config: ml_collections.Conf
     d = config.data
     if d.get("classes") or d.get("train_examples"):
         out["subset"] = {"classes": d.classes, "train_examples": d.train_examples}
+    if d.get("validation", "none") != "none":
+        # A carved validation split takes its examples from training: another carve is other training data.
+        out["validation"] = [d.validation, d.get("validation_examples")]
     augment = _augmentation(config)
     if augment:
         out["augment"] = augment

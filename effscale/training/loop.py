@@ -20,8 +20,8 @@ from typing import Any
 import jax
 import ml_collections
 
-from effscale import checkpoint, host, parallel, record
-from effscale.training import progress, recording
+from effscale import checkpoint, compile_cache, host, lease, parallel, record
+from effscale.training import evaluation, progress, recording
 from effscale.training.compiled import EvalFn, TrainFn, compile_eval, compile_train
 from effscale.training.errors import Interrupted, NonFiniteLossError, config_errors
 from effscale.training.evaluation import EvalResult, run_eval
@@ -61,6 +61,7 @@ class _Loop:
     phase: Phase
     train_fn: TrainFn
     compile_time: float
+    cache_hits: int  # of the compiles, those JAX's persistent compilation cache served
     evals: list[tuple[int, EvalResult]]  # (step, result), the rewound log's first
     pending: progress.Pending = dataclasses.field(default_factory=progress.Pending)
     clock: progress.Clock = dataclasses.field(default_factory=progress.Clock)
@@ -76,7 +77,8 @@ def train_and_evaluate(
     """Trains `config` in `workdir` (resuming from its latest checkpoint), evaluates, returns the run record.
 
     The record is also written atomically to `<workdir>/result.json` by process 0.
-    Raises ConfigError for a bad config or an incompatible workdir (before any compile),
+    Raises ConfigError for a bad config, an incompatible workdir or one another process is training
+    (its `<workdir>/writer.lease`, see effscale.lease; all before any compile),
     NonFiniteLossError when the loss diverges, Interrupted after a save on SIGINT /
     SIGTERM / preemption, or at `stop_at_step` (a time slice: a later call continues the
     same run, exactly as if it had not stopped).
@@ -89,23 +91,28 @@ def train_and_evaluate(
         checkpoint.guard(workdir, what, write=False)
         # A resumed run has its weights in the checkpoint.
         imported = None if checkpoint.has_checkpoint(workdir) else initial_weights(setup)
+        # One writer per workdir, the first thing written and only after every check: another process's
+        # live writer.lease refuses this run like a bad config.
+        held = lease.hold_writer(workdir, enabled=lead)
     # Everything is validated: only now is anything written, so a refused run leaves the workdir as it was.
-    if lead:
-        checkpoint.write_fingerprint(workdir, what)
-    t = setup.config.train
-    ckpt = checkpoint.Manager(workdir, t.checkpoint_every_steps, t.keep_checkpoints, t.async_checkpoints)
-    writer = record.MetricsWriter(workdir, enabled=lead)
-    try:
-        run, loop = _start(setup, workdir, ckpt, writer, imported, stop_at_step)
-        with StopRequest() as stop:
-            _train(run, loop, stop)
-        ckpt.wait()
-        out = _finish(run, loop, time.perf_counter() - wall_start)
-        recording.publish(workdir, record.RESULT, out)
-        return out
-    finally:
-        writer.close()
-        ckpt.close()
+    with held:  # renewed while the run lasts, released however it ends
+        if lead:
+            checkpoint.write_fingerprint(workdir, what)
+        t = setup.config.train
+        ckpt = checkpoint.Manager(workdir, t.checkpoint_every_steps, t.keep_checkpoints, t.async_checkpoints)
+        writer = record.MetricsWriter(workdir, enabled=lead)
+        try:
+            run, loop = _start(setup, workdir, ckpt, writer, imported, stop_at_step)
+            with StopRequest() as stop:
+                _train(run, loop, stop)
+            ckpt.wait()
+            out = _finish(run, loop, time.perf_counter() - wall_start)
+            held.check()  # a process that lost its lease (stalled past the TTL) leaves the record to the new holder
+            recording.publish(workdir, record.RESULT, out)
+            return out
+        finally:
+            writer.close()
+            ckpt.close()
 
 
 def _start(
@@ -122,7 +129,8 @@ def _start(
     start_step, state = restored or (0, None)
     phase = setup.phase_of(start_step)
     began = time.perf_counter()
-    train_fn, eval_fn = compile_train(setup, phase), compile_eval(setup)
+    with compile_cache.counting() as cache:
+        train_fn, eval_fn = compile_train(setup, phase), compile_eval(setup)
     compile_time = time.perf_counter() - began
     host.return_freed_memory()
     # Hosts finish compiling at different times; the first collective must not time out on them.
@@ -133,12 +141,14 @@ def _start(
         if len(setup.phases) > 1 or phase.freeze != "none":
             progress.log_phase(setup, phase)
     events = writer.rewind(start_step)
+    split = evaluation.in_run_split(setup)
     evals = [(e["step"], EvalResult.from_metrics(e)) for e in events if e["kind"] == "eval"]
+    evals = [(step, result) for step, result in evals if result.split == split]  # best is chosen among these
     carried = [progress.carried(e) for e in events if e["kind"] == record.CARRY and e["step"] == start_step]
     logged = next((e for e in reversed(events) if e["kind"] == "train"), None)
     eval_every = max(1, int(round(setup.config.train.eval_every_epochs * setup.steps_per_epoch)))
     run = _Run(setup, workdir, ckpt, writer, eval_fn, start_step, stop_at_step, eval_every, logged)
-    loop = _Loop(state, phase, train_fn, compile_time, evals, progress.Pending(*carried))
+    loop = _Loop(state, phase, train_fn, compile_time, cache.hits, evals, progress.Pending(*carried))
     # A run stopped on an eval point saved without evaluating (stopping is urgent): evaluate now.
     if start_step and start_step % eval_every == 0 and start_step not in {s for s, _ in evals}:
         _evaluate(run, loop, start_step)
@@ -176,8 +186,10 @@ def _next_phase(run: _Run, loop: _Loop, step: int) -> None:
     setup = run.setup
     loop.phase = setup.phases[loop.phase.index + 1]
     began = time.perf_counter()
-    loop.train_fn = compile_train(setup, loop.phase)
+    with compile_cache.counting() as cache:
+        loop.train_fn = compile_train(setup, loop.phase)
     loop.compile_time += time.perf_counter() - began
+    loop.cache_hits += cache.hits
     host.return_freed_memory()
     parallel.barrier(f"effscale:compiled:{os.path.abspath(run.workdir)}:{step}")
     loop.state = enter_phase(setup, loop.phase, loop.state)
@@ -241,28 +253,47 @@ def _check_finite(run: _Run, fetched: progress.Fetched) -> None:
 
 
 def _evaluate(run: _Run, loop: _Loop, step: int) -> None:
-    """Evaluates the state at `step` and logs it."""
-    result = run_eval(run.setup, run.eval_fn, loop.state)
+    """Evaluates the state at `step` on validation (the test split without one) and logs it.
+
+    A new best on validation below the last step is measured on the test split too, now: its
+    weights are gone by the end (`_finish` measures one at the last step).
+    """
+    setup = run.setup
+    result = run_eval(setup, run.eval_fn, loop.state, evaluation.in_run_split(setup))
+    held_out = result.split == evaluation.VALIDATION
+    if held_out and step != setup.total_steps and evaluation.is_new_best(loop.evals, result):
+        result = evaluation.with_test_of_better(setup, run.eval_fn, loop.state, result)
     loop.evals.append((step, result))
-    progress.log_eval(run.writer, step, step / run.setup.steps_per_epoch, result)
+    progress.log_eval(run.writer, step, step / setup.steps_per_epoch, result)
 
 
 def _finish(run: _Run, loop: _Loop, wall_time: float) -> record.RunRecord:
-    """The run record: the evaluation at the last step (made now if the run resumed there)."""
+    """The run record: the last step on validation and on the test split (final, EMA and best-on-validation weights)."""
     total = run.setup.total_steps
-    final = loop.evals[-1][1] if loop.evals and loop.evals[-1][0] == total else None
-    if final is None:  # resumed at the end: nothing left to train, evaluate what is there
-        final = run_eval(run.setup, run.eval_fn, loop.state)
+    if not loop.evals or loop.evals[-1][0] != total:  # resumed at the end, before its last evaluation
+        _evaluate(run, loop, total)
+    last = loop.evals[-1][1]
+    held_out = last.split == evaluation.VALIDATION
+    test = run_eval(run.setup, run.eval_fn, loop.state, evaluation.TEST) if held_out else last
+    best_step, best = evaluation.best_of(loop.evals)
+    # Without validation the best is chosen on the test split itself: best_eval_top1 keeps that old meaning.
+    test_best = None
+    if held_out:
+        test_best = test.top1_of(best.better_weights) if best_step == total else best.best_test_top1
     return recording.run_record(
         run.setup,
         "finished",
         total,
-        final,
-        best_eval_top1=max(r.best_top1 for _, r in loop.evals) if loop.evals else final.top1,
+        test,
+        best_eval_top1=test_best if held_out else best.best_top1,
+        validation=last if held_out else None,
+        best_val=(best_step, best.best_top1) if held_out else None,
+        test_top1_best=test_best,
         train=loop.train_metrics or run.logged,
         step_time_s=loop.clock.step_time or (run.logged or {}).get("step_time_s"),
         input_wait=loop.clock.input_wait if loop.clock.step_time else (run.logged or {}).get("input_wait"),
         resumed_from_step=run.start_step,
         compile_time_s=loop.compile_time,
+        compile_cache_hits=loop.cache_hits,
         wall_time_s=wall_time,
     )

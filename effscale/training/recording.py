@@ -28,8 +28,13 @@ def run_record(
     step_time_s: float | None = None,
     input_wait: float | None = None,
     resumed_from_step: int | None = None,
+    validation: EvalResult | None = None,
+    best_val: tuple[int, float] | None = None,
+    test_top1_best: float | None = None,
+    compile_cache_hits: int | None = None,
 ) -> record.RunRecord:
-    """What `setup` trained, on what, and what it measured: `final` after `steps` steps, `train`'s last means."""
+    """What `setup` trained, on what, and what it measured: `final` (the test split) after `steps` steps,
+    `validation` at the same step, `best_val` (step, top-1) of the in-run evaluations, `train`'s last means."""
     net, t = setup.net, setup.config.train
     cost = complexity.analyse(net)
     return record.RunRecord(
@@ -57,6 +62,15 @@ def run_record(
         xla_flops=complexity.xla_flops(net) if t.xla_flops else None,
         eval_images_per_sec=final.images_per_sec,
         best_eval_top1=best_eval_top1,
+        val_top1=validation.top1 if validation else None,
+        val_top1_ema=validation.top1_ema if validation else None,
+        val_examples=validation.examples if validation else None,
+        best_val_top1=best_val[1] if best_val else None,
+        best_val_step=best_val[0] if best_val else None,
+        test_top1=final.top1,
+        test_top5=final.top5,
+        test_top1_ema=final.top1_ema,
+        test_top1_best=test_top1_best,
         train_loss=train["loss"] if train else None,
         train_accuracy=train["accuracy"] if train else None,
         train_images_per_sec=t.batch_size / step_time_s if step_time_s else None,
@@ -64,6 +78,7 @@ def run_record(
         input_wait_fraction=input_wait,
         resumed_from_step=resumed_from_step,
         compile_time_s=compile_time_s,
+        compile_cache_hits=compile_cache_hits,
         wall_time_s=wall_time_s,
         **parallel.describe(),
         packages=record.package_versions(),
@@ -76,4 +91,13 @@ def publish(workdir: str, name: str, run: record.RunRecord) -> None:
     if jax.process_index() != 0:
         return
     record.write_record(os.path.join(workdir, name), run)
-    log.info("Wrote %s/%s: eval top-1 %.4f (EMA %.4f).", workdir, name, run.eval_top1, run.eval_top1_ema)
+    log.info("Wrote %s/%s: test top-1 %.4f (EMA %.4f).", workdir, name, run.eval_top1, run.eval_top1_ema)
+    if run.best_val_step is not None:
+        log.info(
+            "Validation top-1 %.4f (EMA %.4f); best %.4f at step %d, whose weights score %s on the test split.",
+            run.val_top1,
+            run.val_top1_ema,
+            run.best_val_top1,
+            run.best_val_step,
+            "?" if run.test_top1_best is None else f"{run.test_top1_best:.4f}",
+        )

@@ -6,6 +6,7 @@ import functools
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from effscale import convert
 from effscale.training.phases import Phase
@@ -14,8 +15,8 @@ from effscale.training.steps import TrainState, init_state, start_state
 from effscale.weights.merge import merge_imported
 
 
-def _init(setup: RunSetup, phase: Phase) -> TrainState:
-    return init_state(setup.module, setup.parts_of(phase).tx, setup.config.train.seed, setup.net)
+def _init(setup: RunSetup, phase: Phase, seed: Any = 0) -> TrainState:
+    return init_state(setup.module, setup.parts_of(phase).tx, seed, setup.net)
 
 
 def abstract_state(setup: RunSetup, phase: Phase | None = None) -> TrainState:
@@ -27,7 +28,10 @@ def abstract_state(setup: RunSetup, phase: Phase | None = None) -> TrainState:
 
 def fresh_state(setup: RunSetup, imported: convert.ImportedWeights | dict[str, Any] | None = None) -> TrainState:
     """Step 0 of the first phase: initialised weights, with `imported` (effscale.training.weights) merged in."""
-    state = jax.jit(functools.partial(_init, setup, setup.phases[0]), out_shardings=setup.replicated)()
+    # The seed is an argument, not a constant of the program: repeats of a network with other seeds
+    # reuse its compiled initialisation from the persistent compilation cache.
+    init = jax.jit(functools.partial(_init, setup, setup.phases[0]), out_shardings=setup.replicated)
+    state = init(jnp.int32(setup.config.train.seed))
     if imported is None:
         return state
     merged = merge_imported({"params": state.params, "batch_stats": state.batch_stats}, imported)

@@ -68,7 +68,13 @@ def ema_decay(decay: float, step: jax.Array) -> jax.Array:
 
 
 def _mixed(
-    batch: Batch, step: jax.Array, seed: int, num_classes: int, smoothing: float, groups: int, mixing: dict[str, float]
+    batch: Batch,
+    step: jax.Array,
+    seed: jax.Array | int,
+    num_classes: int,
+    smoothing: float,
+    groups: int,
+    mixing: dict[str, float],
 ) -> tuple[jax.Array, jax.Array | None]:
     """The images to train on and, when mixup or CutMix is on, their mixed targets (else None).
 
@@ -86,6 +92,7 @@ def _mixed(
 def train_step(
     state: TrainState,
     batch: Batch,
+    seed: jax.Array | int = 0,
     *,
     module: model.EfficientNet,
     tx: optax.GradientTransformation,
@@ -93,7 +100,6 @@ def train_step(
     num_classes: int,
     label_smoothing: float,
     ema: float,
-    seed: int,
     labels: Any = None,
     frozen_bn: frozenset[str] = frozenset(),
     mixup_alpha: float = 0.0,
