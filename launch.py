@@ -114,8 +114,10 @@ def _sweep(config, mode: str, workdir: str) -> int:
     if mode != "train":
         return sweep.main(config, workdir, mode, _SWEEP_SHARD.value)
     _start_jax()
-    from effscale import train
+    from effscale import compile_cache, train
 
+    # Repeats of a network (seeds, reruns, other shards and hosts) load its compiled steps from here.
+    compile_cache.enable(compile_cache.directory(workdir))
     try:
         return sweep.main(config, workdir, mode, _SWEEP_SHARD.value)
     except train.Interrupted as e:  # a signal or preemption: the point resumes on the next run

@@ -85,7 +85,9 @@ def pipeline(jpegs: list[bytes], augment: str, resolution: int) -> tf.data.Datas
 
     parallel = tf.data.AUTOTUNE if _PARALLEL.value < 0 else _PARALLEL.value
     ds = tf.data.Dataset.from_tensor_slices(jpegs).repeat().enumerate()
-    ds = ds.map(view, num_parallel_calls=parallel, deterministic=_DETERMINISTIC.value)
+    ds = ds.map(
+        tf.autograph.experimental.do_not_convert(view), num_parallel_calls=parallel, deterministic=_DETERMINISTIC.value
+    )
     ds = ds.batch(_BATCH.value, drop_remainder=True).prefetch(_PREFETCH.value)
     return ds.with_options(_options())
 

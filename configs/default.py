@@ -79,6 +79,7 @@ def get_config() -> ml_collections.ConfigDict:
     d.shuffle_buffer = 16_384
     d.prefetch = 2  # batches prepared ahead
     d.threads = config_dict.placeholder(int)  # tf.data thread pool size (None: TF's default, one per core)
+    d.deterministic = True  # False: faster input on many cores, but a resumed run no longer repeats its batches exactly
     # Augmentation (effscale.augment), all off by default. The policy runs on the resized uint8 crop:
     # 'autoaugment' is the ImageNet policy v0 EfficientNet was trained with; 'randaugment' applies
     # randaugment_layers operations at randaugment_magnitude (0..30 on AutoAugment's 0..10 level scale).

@@ -169,9 +169,11 @@ def _subset(ds: tf.data.Dataset, data_cfg, train: bool) -> tf.data.Dataset:
     classes = _classes(data_cfg)
     if classes:
         listed = tf.constant(classes, tf.int32)
-        ds = ds.filter(lambda image, label: tf.reduce_any(tf.equal(label, listed)))
+        ds = ds.filter(_graph(lambda image, label: tf.reduce_any(tf.equal(label, listed))))
         ds = ds.map(
-            lambda image, label: (image, tf.cast(tf.argmax(tf.cast(tf.equal(label, listed), tf.int32)), tf.int32))
+            _graph(
+                lambda image, label: (image, tf.cast(tf.argmax(tf.cast(tf.equal(label, listed), tf.int32)), tf.int32))
+            )
         )
     if train and data_cfg.get("train_examples"):
         ds = ds.take(int(data_cfg.train_examples))
@@ -190,7 +192,7 @@ def _split_size(builder: tfds.core.DatasetBuilder, data_cfg, split: Any, train: 
     if classes:
         key = (builder.name, str(builder.data_dir), str(split), classes)
         if key not in _COUNTS:
-            labels = _read(builder, split).map(lambda image, label: label).batch(8192)
+            labels = _read(builder, split).map(_graph(lambda image, label: label)).batch(8192)
             _COUNTS[key] = int(sum(np.isin(b, classes).sum() for b in labels.as_numpy_iterator()))
         size = _COUNTS[key]
     n = data_cfg.get("train_examples")
@@ -494,7 +496,7 @@ def _read(builder: tfds.core.DatasetBuilder, split: Any) -> tf.data.Dataset:
         # Caching is config.data.cache's decision, made after decoding; TFDS would cache encoded records.
         read_config=tfds.ReadConfig(try_autocache=False),
     )
-    return ds.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)))
+    return ds.map(_graph(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32))))
 
 
 def _decoder(builder: tfds.core.DatasetBuilder):
@@ -510,9 +512,17 @@ def _decoder(builder: tfds.core.DatasetBuilder):
     return decode
 
 
+def _graph(fn):
+    """`fn` for tf.data as it is written: in TensorFlow ops with static Python branching, which AutoGraph
+    need not rewrite (and with gast 0.7 fails to, printing a warning for every function)."""
+    return tf.autograph.experimental.do_not_convert(fn)
+
+
 def _options(data_cfg) -> tf.data.Options:
     options = tf.data.Options()
-    options.deterministic = True
+    # Deterministic order is what makes a resumed run see exactly the batches of an uninterrupted one;
+    # `data.deterministic=False` lets a slow example not hold up the batch, at the cost of that exactness.
+    options.deterministic = bool(data_cfg.get("deterministic", True))
     if data_cfg.get("threads"):
         # A private pool bounds how many cores tf.data takes from the XLA computation it feeds.
         options.threading.private_threadpool_size = data_cfg.threads
@@ -673,7 +683,7 @@ def train_batches(
     decode = _decoder(builder)
     examples = share.enumerate()  # (index in share, (image, label)): the example's identity
     if data_cfg.cache:
-        examples = examples.map(lambda i, ex: (i, (decode(ex[0]), ex[1])), num_parallel_calls=tf.data.AUTOTUNE)
+        examples = examples.map(_graph(lambda i, ex: (i, (decode(ex[0]), ex[1]))), num_parallel_calls=tf.data.AUTOTUNE)
         examples = examples.cache()
         # The decoded share is in memory anyway: shuffle all of it, a true permutation per epoch.
         buffer = share_size()
@@ -686,10 +696,10 @@ def train_batches(
             [], seed=tf.stack([tf.constant(seed, tf.int64), epoch]), minval=None, maxval=None, dtype=tf.int64
         )
         ds = examples.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False).take(examples_per_epoch)
-        return ds.map(lambda i, ex: (epoch, i, ex))
+        return ds.map(_graph(lambda i, ex: (epoch, i, ex)))
 
     first_epoch, step_in_epoch = divmod(start_step, steps_per_epoch)
-    stream = tf.data.Dataset.range(first_epoch, sys.maxsize).flat_map(epoch_examples)
+    stream = tf.data.Dataset.range(first_epoch, sys.maxsize).flat_map(_graph(epoch_examples))
     stream = stream.skip(step_in_epoch * batch_size)
     base_key = tf.constant([seed, process_index], tf.int64)
 
@@ -700,7 +710,7 @@ def train_batches(
         key = tf.random.experimental.stateless_fold_in(tf.random.experimental.stateless_fold_in(base_key, epoch), index)
         return {"image": preprocess_train(image, key, data_cfg, resolution), "label": label}
 
-    stream = stream.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    stream = stream.map(_graph(preprocess), num_parallel_calls=tf.data.AUTOTUNE)
     stream = stream.batch(batch_size, drop_remainder=True).prefetch(data_cfg.prefetch)
     return stream.with_options(_options(data_cfg)).as_numpy_iterator()
 
@@ -748,7 +758,7 @@ def _eval_stream(
         image = preprocess_eval(decode(encoded), data_cfg, resolution)
         return {"image": image, "label": label, "mask": tf.constant(True)}
 
-    ds = share.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = share.map(_graph(preprocess), num_parallel_calls=tf.data.AUTOTUNE)
     padding = tf.data.Dataset.from_tensors(
         {
             "image": tf.zeros((resolution, resolution, 3), tf.float32),
