@@ -31,9 +31,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, optional
 _MODE = flags.DEFINE_enum(
     "mode",
     "train",
-    ["info", "train", "eval", "status", "collect", "plot"],
+    ["info", "train", "eval", "status", "collect", "plot", "report"],
     "info: describe the network; train / eval: one run (or every point of a sweep config); "
-    "status / collect / plot: a sweep's progress, results table and figures.",
+    "status / collect / plot / report: a sweep's progress, results tables, figures and the paper's claims judged.",
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, result.json).")
 _JSON = flags.DEFINE_bool("json", False, "--mode=info: print one JSON object instead of a table.")
@@ -50,8 +50,10 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "--multihost: this proces
 _SWEEP_SHARD = flags.DEFINE_string(
     "sweep_shard",
     None,
-    "Sweep configs (configs/sweeps/): run only share i/n of the points, 0 <= i < n; point k of the "
-    "declared order belongs to shard k % n.",
+    "Sweep configs (configs/sweeps/): run only share i/n of the points, 0 <= i < n (point k of the "
+    "declared order belongs to shard k % n); 'auto': i/n from the scheduler (SLURM array, Kubernetes "
+    "Indexed Job, TPU VMs, EFFSCALE_SHARD); 'claim': take the next unclaimed point until none is left. "
+    "A sharded sweep's processes are independent jobs: they join a multi-host job only with --multihost.",
 )
 
 
@@ -113,7 +115,8 @@ def _sweep(config, mode: str, workdir: str) -> int:
 
     if mode != "train":
         return sweep.main(config, workdir, mode, _SWEEP_SHARD.value)
-    _start_jax()
+    # Each shard is a job of its own: `srun -n 8 ... --sweep_shard=auto` is eight sweeps, not one multi-host job.
+    _start_jax(sharded=bool(_SWEEP_SHARD.value))
     from effscale import compile_cache, train
 
     # Repeats of a network (seeds, reruns, other shards and hosts) load its compiled steps from here.
@@ -125,13 +128,19 @@ def _sweep(config, mode: str, workdir: str) -> int:
         return 128 + (e.signum or signal.SIGTERM)
 
 
-def _start_jax() -> None:
-    """Joins a multi-host job when asked or detected, and routes the trainer's progress to stderr."""
+def _start_jax(sharded: bool = False) -> None:
+    """Joins a multi-host job when asked or detected, and routes the trainer's progress to stderr.
+
+    The one rule: --multihost decides when given; otherwise the environment does
+    (parallel.multihost_from_env), except for a sharded sweep (`sharded`), whose processes are
+    independent jobs however many tasks the scheduler started.
+    """
     import logging
 
     from effscale import parallel
 
-    multihost = parallel.multihost_from_env() if _MULTIHOST.value is None else _MULTIHOST.value
+    explicit = _MULTIHOST.value
+    multihost = explicit if explicit is not None else not sharded and parallel.multihost_from_env()
     if multihost:  # before anything else touches jax
         parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
 

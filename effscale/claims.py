@@ -30,7 +30,7 @@ from typing import TypeVar
 
 from effscale import lease, results
 
-CLAIM = "claim.lease"
+CLAIM = results.CLAIM_FILE
 HOLDER = "a sweep worker"
 
 T = TypeVar("T")

@@ -16,11 +16,11 @@ from typing import Any
 
 from absl import flags
 
-from effscale.shard import parse_shard
+from effscale.shard import CLAIM, resolve_shard
 
 # Modes that write into the workdir (eval writes eval.json); status only reads it.
-WRITING_MODES = frozenset({"train", "eval", "collect", "plot"})
-SWEEP_MODES = frozenset({"status", "collect", "plot"})
+WRITING_MODES = frozenset({"train", "eval", "collect", "plot", "report"})
+SWEEP_MODES = frozenset({"status", "collect", "plot", "report"})
 _CONFIG_ARG = re.compile(r"-{1,2}config(?:=(.*))?")
 _OVERRIDE_ARG = re.compile(r"-{1,2}(?:no)?config\.([^=]+)(?:=.*)?")
 _CONFIG_FILE_ERROR = "Error whilst parsing config file:"  # ml_collections' wrapper around a config's own error
@@ -137,7 +137,8 @@ def check_command(
         if not is_sweep:
             raise CommandLineError(f"--sweep_shard={shard} takes a sweep config (configs/sweeps/*.py).")
         try:
-            parse_shard(shard)
+            if shard != CLAIM:  # 'auto' is resolved here too: a missing variable is an error before JAX starts
+                resolve_shard(shard, os.environ)
         except ValueError as e:
             raise CommandLineError(str(e)) from None
     if mode != "info":

@@ -3,7 +3,8 @@
 `a` is the accuracy the strategy approaches as compute grows (the paper's "saturates near
 80%"), `c` how fast it gets there. For a fixed `c` the model is linear in (a, b), so the fit
 scans `c` on a log grid, solves (a, b) by least squares for each and keeps the best, then
-repeats with a robust (Huber) reweighting: no scipy, no starting guess, deterministic.
+repeats with a robust (Huber) reweighting: no starting guess, deterministic, and fast enough to
+refit a thousand times for bootstrap intervals (effscale.stats).
 """
 
 from __future__ import annotations
@@ -38,18 +39,25 @@ class Saturating:
         return float(self.m0 * ((self.a - top1) / self.b) ** (-1.0 / self.c))
 
 
-def _solve_ab(u: np.ndarray, y: np.ndarray, w: np.ndarray, a_max: float | None) -> tuple[float, float, float]:
-    """Weighted least squares of y = a - b * u (b >= 0, a <= a_max); returns (a, b, weighted squared error)."""
-    design = np.stack([np.ones_like(u), -u], axis=1) * np.sqrt(w)[:, None]
-    coef, *_ = np.linalg.lstsq(design, y * np.sqrt(w), rcond=None)
-    a, b = float(coef[0]), float(coef[1])
-    if a_max is not None and a > a_max:  # no accuracy above 100%: pin the ceiling, refit b alone
-        a = a_max
-        b = float(np.sum(w * u * (a - y)) / max(float(np.sum(w * u * u)), 1e-300))
-    if b < 0:  # accuracy must not fall with compute: the best monotone fit is then flat
-        a, b = float(np.average(y, weights=w)), 0.0
-    resid = y - (a - b * u)
-    return a, b, float(np.sum(w * resid**2))
+def _solve_ab(u: np.ndarray, y: np.ndarray, w: np.ndarray, a_max: float | None) -> tuple[np.ndarray, ...]:
+    """Weighted least squares of y = a - b * u (b >= 0, a <= a_max) for each row of `u` (one per c).
+
+    Returns (a, b, weighted squared error), one value per row: the closed-form two-parameter
+    solution, vectorised over the c grid (a few hundred fits per call, many calls per bootstrap).
+    """
+    sw, sy = w.sum(), (w * y).sum()
+    su, suu, suy = (u * w).sum(axis=1), (u * u * w).sum(axis=1), (u * w * y).sum(axis=1)
+    det = sw * suu - su * su
+    slope = np.divide(sw * suy - su * sy, det, out=np.zeros_like(det), where=det > 0)  # y = a + slope * u
+    a, b = (sy - slope * su) / sw, -slope
+    if a_max is not None:  # no accuracy above 100%: pin the ceiling, refit b alone
+        over = a > a_max
+        b_pinned = (u * w * (a_max - y)).sum(axis=1) / np.maximum(suu, 1e-300)
+        a, b = np.where(over, a_max, a), np.where(over, b_pinned, b)
+    falling = b < 0  # accuracy must not fall with compute: the best monotone fit is then flat
+    a, b = np.where(falling, sy / sw, a), np.where(falling, 0.0, b)
+    resid = y - (a[:, None] - b[:, None] * u)
+    return a, b, (w * resid**2).sum(axis=1)
 
 
 def fit_saturating(
@@ -75,14 +83,13 @@ def fit_saturating(
     ratio = x / m0
     grid = np.geomspace(0.02, 4.0, 240) if c_grid is None else np.asarray(c_grid, dtype=float)
     w = np.ones_like(y)
-    best: tuple[float, float, float, float] | None = None
+    u = ratio[None, :] ** -grid[:, None]
+    best: tuple[float, float, float] | None = None
     for _ in range(robust_iters + 1):
-        best = None
-        for c in grid:
-            a, b, err = _solve_ab(ratio**-c, y, w, a_max)
-            if best is None or err < best[3]:
-                best = (a, b, float(c), err)
-        a, b, c, _ = best
+        a_all, b_all, err = _solve_ab(u, y, w, a_max)
+        k = int(np.argmin(err))  # the first of equal errors, as a scan in grid order keeps
+        best = (float(a_all[k]), float(b_all[k]), float(grid[k]))
+        a, b, c = best
         resid = y - (a - b * ratio**-c)
         # Huber weights: points far off the curve (a diverged run) count less.
         scale = 1.4826 * float(np.median(np.abs(resid - np.median(resid))))
@@ -91,6 +98,6 @@ def fit_saturating(
         r = np.abs(resid) / (1.345 * scale)
         w = np.where(r <= 1, 1.0, 1.0 / np.maximum(r, 1e-12))
     assert best is not None
-    a, b, c, _ = best
+    a, b, c = best
     rmse = float(np.sqrt(np.mean((y - (a - b * ratio**-c)) ** 2)))
     return Saturating(a=a, b=b, c=c, m0=m0, rmse=rmse, n=int(len(x)))

@@ -4,8 +4,9 @@ Every function takes rows (dicts, as from `results.collect` / `results.read_tabl
 returns a `matplotlib.figure.Figure` built without pyplot (no global figure state, any
 backend: files here, inline in a notebook). `plot_all` writes every figure the rows support
 as PNG and SVG. Accuracies in the table are fractions; the figures show them in percent.
-Repeated runs of one point (rows with the same sweep and point, e.g. several seeds) are drawn
-as their mean with standard-deviation error bars on lines and bars.
+Repeated runs of one network (rows with the same sweep and network, e.g. several seeds) are drawn
+as their mean with error bars of the mean's 95% t interval (effscale.stats) on every figure; a
+network with one run has no interval and no error bar.
 
 - `top1_vs(rows, 'macs')`: top-1 against multiply-adds (log x), one line per series, with the
   fitted saturating curve (solid over the data, dashed where extrapolated). Figure 3 as an
@@ -34,6 +35,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from effscale import fit as fitting
+from effscale import results, stats
 from effscale.units import si
 
 Row = Mapping[str, Any]
@@ -71,10 +73,7 @@ def _num(v: Any) -> float | None:
 
 def accuracy_key(rows: Sequence[Row]) -> str:
     """The accuracy column to plot: EMA top-1 when every finished row has it, else final top-1."""
-    finished = [r for r in rows if r.get("status") == "done"]
-    if finished and all(_num(r.get("ema_top1")) is not None for r in finished):
-        return "ema_top1"
-    return "top1"
+    return results.accuracy_key(rows)
 
 
 def finished(rows: Sequence[Row], key: str | None = None) -> list[Row]:
@@ -105,29 +104,49 @@ def series_of(rows: Sequence[Row]) -> dict[str, list[Row]]:
 
 @dataclasses.dataclass(frozen=True)
 class Mean:
-    """One point of a figure: the mean x and top-1 (percent) of its runs, the runs' standard deviation."""
+    """One point of a figure: the mean x and y of a network's runs, their spread and the mean's interval."""
 
     x: float
-    top1: float
+    top1: float  # the mean y (top-1 in percent unless `point_means` was given another y)
     std: float  # sample standard deviation over the runs; 0 for a single run
     runs: int
     row: Row  # the first run's row (for labels)
+    ci: float = 0.0  # half-width of the mean's 95% t interval; 0 for a single run (no interval)
+
+    @property
+    def err(self) -> float | None:
+        """The error bar: the interval's half-width where there are 2 runs or more, else None."""
+        return self.ci if self.runs > 1 else None
 
 
-def point_means(rows: Sequence[Row], x_of: Callable[[Row], float | None], key: str) -> list[Mean]:
-    """The rows with an x and an accuracy, one `Mean` per (sweep, point), in order of x."""
+def point_means(
+    rows: Sequence[Row],
+    x_of: Callable[[Row], float | None],
+    key: str,
+    y_of: Callable[[Row], float | None] | None = None,
+) -> list[Mean]:
+    """The rows with an x and a y, one `Mean` per network (results.network_key), in order of x.
+
+    y is the accuracy `key` in percent unless `y_of` reads another value.
+    """
+    y_of = y_of or (lambda r: None if _num(r.get(key)) is None else PERCENT * _num(r.get(key)))
     groups: dict[Any, list[tuple[float, float, Row]]] = {}
     for k, r in enumerate(rows):
-        x, y = _num(x_of(r)), _num(r.get(key))
+        x, y = _num(x_of(r)), _num(y_of(r))
         if x and y is not None:
-            name = (r.get("sweep"), r.get("point")) if r.get("point") is not None else k
-            groups.setdefault(name, []).append((x, PERCENT * y, r))
+            groups.setdefault(results.network_key(r, k), []).append((x, y, r))
     means = []
     for runs in groups.values():
-        xs, ys = np.array([v[0] for v in runs]), np.array([v[1] for v in runs])
-        std = float(ys.std(ddof=1)) if len(runs) > 1 else 0.0
-        means.append(Mean(float(xs.mean()), float(ys.mean()), std, len(runs), runs[0][2]))
+        xs = np.array([v[0] for v in runs])
+        summary = stats.summarize([v[1] for v in runs])
+        std, ci = summary.std or 0.0, summary.half_width or 0.0
+        means.append(Mean(float(xs.mean()), float(summary.mean), std, len(runs), runs[0][2], ci))
     return sorted(means, key=lambda m: (m.x, m.top1))
+
+
+def _yerr(means: Sequence[Mean]) -> list[float] | None:
+    """Error bars of `means` (0 where a point has one run), or None when no point has two runs."""
+    return [m.ci for m in means] if any(m.runs > 1 for m in means) else None
 
 
 def _color(name: str, k: int) -> str:
@@ -155,8 +174,8 @@ def _line(
         # Three points fix three parameters exactly: the ceiling means little then.
         label += f"  (fit: -> {curve.a:.1f})" if _ceiling_known(curve) else "  (fit)"
     style = dict(color=color, label=label, lw=1.2, ms=4, alpha=0.9 if curve is None else 0.6)
-    if any(m.runs > 1 for m in means):
-        ax.errorbar(xs, ys, yerr=[m.std for m in means], fmt="o-", capsize=3, **style)
+    if _yerr(means):
+        ax.errorbar(xs, ys, yerr=_yerr(means), fmt="o-", capsize=3, **style)
     else:
         ax.plot(xs, ys, "o-", **style)
     if curve is not None:
@@ -253,6 +272,7 @@ def equal_flops(rows: Sequence[Row], title: str = "") -> Figure:
     fig = Figure(figsize=(1.6 + 1.9 * max(1, len(budgets)), 4.2), layout="constrained")
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(strategies))
+    spans = []  # each bar's top with its interval: the y range to show
     for k, s in enumerate(strategies):
         for j, budget in enumerate(budgets):
             match = [r for r in rows if r.get("strategy") == s and _num(r["target_macs"]) == budget]
@@ -260,12 +280,11 @@ def equal_flops(rows: Sequence[Row], title: str = "") -> Figure:
                 continue
             m = point_means(match, X_AXES["macs"][1], key)[0]
             xpos = j + (k - (len(strategies) - 1) / 2) * width
-            yerr = m.std if m.runs > 1 else None
-            ax.bar(xpos, m.top1, width * 0.95, yerr=yerr, capsize=3, color=_color(s, k), label=s if j == 0 else None)
+            ax.bar(xpos, m.top1, width * 0.95, yerr=m.err, capsize=3, color=_color(s, k), label=s if j == 0 else None)
             ax.annotate(f"{m.top1:.1f}\n{m.x / budget:.2f}x", (xpos, m.top1), ha="center", va="bottom", fontsize=6)
-    values = [_num(r[key]) * PERCENT for r in rows]
-    if values:
-        lo, hi = min(values), max(values)
+            spans += [m.top1 - (m.err or 0.0), m.top1 + (m.err or 0.0)]
+    if spans:
+        lo, hi = min(spans), max(spans)
         pad = max(1.0, (hi - lo) * 0.6)
         ax.set_ylim(lo - pad, hi + pad)
     ax.set_xticks(range(len(budgets)), [f"{si(b)} MACs" for b in budgets])
@@ -289,7 +308,7 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, flo
 
 
 def pareto(rows: Sequence[Row], x: str = "macs", title: str = "") -> Figure:
-    """Every finished point by series, and the frontier of best top-1 for its cost (step line)."""
+    """Every finished network by series (mean of its runs, 95% interval bars), and the frontier of best top-1."""
     xlabel, x_of = X_AXES[x]
     key = accuracy_key(rows)
     rows = finished(rows, key)
@@ -297,11 +316,12 @@ def pareto(rows: Sequence[Row], x: str = "macs", title: str = "") -> Figure:
     ax = fig.add_subplot()
     pts = []
     for k, (name, group) in enumerate(series_of(rows).items()):
-        named = [(v, _num(r[key]) * PERCENT, r.get("point")) for r in group if (v := _num(x_of(r)))]
-        pts += named
-        xy = [(c, a) for c, a, _ in named]
-        if xy:
-            ax.scatter(*zip(*xy, strict=True), s=18, color=_color(name, k), label=name, alpha=0.8)
+        means = point_means(group, x_of, key)
+        pts += [(m.x, m.top1, m.row.get("network") or m.row.get("point")) for m in means]
+        if means:
+            color = _color(name, k)
+            ax.scatter([m.x for m in means], [m.top1 for m in means], s=18, color=color, label=name, alpha=0.8)
+            _error_bars(ax, means, color)
     front = pareto_front([(c, a) for c, a, _ in pts])
     if front:
         ax.step(*zip(*front, strict=True), where="post", color="black", lw=1.2, label="Pareto frontier")
@@ -312,27 +332,44 @@ def pareto(rows: Sequence[Row], x: str = "macs", title: str = "") -> Figure:
     return fig
 
 
+def _error_bars(ax: Axes, means: Sequence[Mean], color: str, horizontal: bool = False) -> None:
+    """Interval bars (no markers) at the means that have two runs or more."""
+    repeated = [m for m in means if m.runs > 1]
+    if not repeated:
+        return
+    xs, ys, errs = [m.x for m in repeated], [m.top1 for m in repeated], [m.ci for m in repeated]
+    if horizontal:
+        ax.errorbar(ys, xs, xerr=errs, fmt="none", ecolor=color, capsize=3, lw=1)
+    else:
+        ax.errorbar(xs, ys, yerr=errs, fmt="none", ecolor=color, capsize=3, lw=1)
+
+
+def _seconds_per_image(r: Row) -> float | None:
+    ips = _num(r.get("train_images_per_sec"))
+    return 1.0 / ips if ips else None
+
+
 def time_vs_macs(rows: Sequence[Row], title: str = "") -> Figure:
     """Measured training time per image against multiply-adds (left), and time per multiply-add (right).
 
-    Right: each point's seconds per multiply-add relative to the median point. If FLOPs
+    Right: each network's seconds per multiply-add relative to the median network. If FLOPs
     predicted speed every point would sit on 1; depthwise convolutions, small feature maps and
-    large activations cost time that multiply-adds do not count.
+    large activations cost time that multiply-adds do not count. Repeated runs: mean and 95% interval.
     """
-    rows = [
-        r for r in rows if r.get("status") == "done" and _num(r.get("macs")) and _num(r.get("train_images_per_sec"))
-    ]
+    rows = [r for r in rows if r.get("status") == "done" and _num(r.get("macs")) and _seconds_per_image(r)]
     fig = Figure(figsize=(10.5, 4.2), layout="constrained")
     left, right = fig.subplots(1, 2)
-    groups = {
-        name: sorted((_num(r["macs"]), 1.0 / _num(r["train_images_per_sec"])) for r in group)
-        for name, group in series_of(rows).items()
-    }
-    median = float(np.median([t / m for xy in groups.values() for m, t in xy])) if rows else 1.0
-    for k, (name, xy) in enumerate(groups.items()):
-        macs, secs = np.array([p[0] for p in xy]), np.array([p[1] for p in xy])
-        left.plot(macs, secs, "o-", color=_color(name, k), label=name, ms=4)
-        right.plot(macs, secs / macs / median, "o-", color=_color(name, k), label=name, ms=4)
+    x_of = X_AXES["macs"][1]
+    groups = {name: point_means(group, x_of, "", _seconds_per_image) for name, group in series_of(rows).items()}
+    median = float(np.median([m.top1 / m.x for means in groups.values() for m in means])) if rows else 1.0
+    for k, (name, means) in enumerate(groups.items()):
+        macs, secs = np.array([m.x for m in means]), np.array([m.top1 for m in means])
+        color = _color(name, k)
+        left.plot(macs, secs, "o-", color=color, label=name, ms=4)
+        right.plot(macs, secs / macs / median, "o-", color=color, label=name, ms=4)
+        _error_bars(left, means, color)
+        per_mac = [dataclasses.replace(m, top1=m.top1 / m.x / median, ci=m.ci / m.x / median) for m in means]
+        _error_bars(right, per_mac, color)
     if rows:
         xs = np.geomspace(min(_num(r["macs"]) for r in rows), max(_num(r["macs"]) for r in rows), 10)
         left.plot(xs, median * xs, ":", color="gray", label="time proportional to multiply-adds")
@@ -351,27 +388,29 @@ def time_vs_macs(rows: Sequence[Row], title: str = "") -> Figure:
 
 
 def abg_ranking(rows: Sequence[Row], title: str = "") -> Figure:
-    """Top-1 of each (alpha, beta, gamma) candidate at phi = 1, best first, with its real MACs."""
+    """Top-1 of each (alpha, beta, gamma) candidate (mean of its runs, 95% interval bars), best first, with MACs."""
     key = accuracy_key(rows)
-    rows = sorted(finished(rows, key), key=lambda r: -_num(r[key]))
-    fig = Figure(figsize=(6.4, 1.2 + 0.28 * max(1, len(rows))), layout="constrained")
+    means = sorted(point_means(finished(rows, key), X_AXES["macs"][1], key), key=lambda m: -m.top1)
+    fig = Figure(figsize=(6.4, 1.2 + 0.28 * max(1, len(means))), layout="constrained")
     ax = fig.add_subplot()
-    labels = [str(r.get("point", "")).removeprefix("abg-") for r in rows]
-    values = [_num(r[key]) * PERCENT for r in rows]
-    ax.barh(range(len(rows)), values, color=STRATEGY_COLORS["abg"])
-    for k, r in enumerate(rows):
+    labels = [str(m.row.get("network") or m.row.get("point", "")).removeprefix("abg-") for m in means]
+    values = [m.top1 for m in means]
+    ax.barh(range(len(means)), values, color=STRATEGY_COLORS["abg"])
+    _error_bars(ax, [dataclasses.replace(m, x=k) for k, m in enumerate(means)], "black", horizontal=True)
+    for k, m in enumerate(means):
+        runs = f"  (n={m.runs})" if m.runs > 1 else ""
         ax.annotate(
-            f"{values[k]:.2f}  {si(_num(r['macs']))} MACs",
-            (values[k], k),
+            f"{values[k]:.2f}  {si(m.x)} MACs{runs}",
+            (values[k] + (m.ci if m.runs > 1 else 0.0), k),
             fontsize=6,
             va="center",
             textcoords="offset points",
             xytext=(3, 0),
         )
-    ax.set_yticks(range(len(rows)), labels, fontsize=7)
+    ax.set_yticks(range(len(means)), labels, fontsize=7)
     ax.invert_yaxis()
     if values:
-        ax.set_xlim(min(values) - 1.0, max(values) + 1.5)
+        ax.set_xlim(min(values) - 1.0, max(v + m.ci for v, m in zip(values, means, strict=True)) + 1.5)
     ax.set_xlabel(("EMA " if key.startswith("ema") else "") + "top-1 accuracy (%)")
     ax.set_title(title or "alpha / beta / gamma candidates at phi = 1", fontsize=10)
     ax.grid(True, axis="x", alpha=0.3)
@@ -415,7 +454,9 @@ def figures_for(rows: Sequence[Row], title: str = "", only: Collection[str] | No
     # Figures are built lazily: each one costs real time on a small CPU.
     makers: dict[str, Callable[[], Figure]] = {}
     if strategies == {"abg"}:  # one phi, many coefficient triples: a ranking, not a curve
-        makers["ranking"] = lambda: abg_ranking(rows, f"{prefix}candidates at phi = 1")
+        targets = sorted({_num(r.get("target_macs")) for r in done} - {None})
+        where = f"{' / '.join(si(t) for t in targets)} MACs" if targets else "phi = 1"
+        makers["ranking"] = lambda: abg_ranking(rows, f"{prefix}candidates at {where}")
     else:
         makers["top1_vs_macs"] = lambda: top1_vs(rows, "macs", f"{prefix}top-1 against multiply-adds")
         if len(strategies) > 1 or len(series) > 1:

@@ -7,7 +7,13 @@ after a failure, ``error.json``. `collect` walks a workdir (recursively, so a fo
 sweeps works too), turns each point directory into a flat row and `write_table` saves the rows
 as CSV and JSONL, each written atomically (a reader never sees half a table).
 
-The result columns are fields of the run record (`RESULT_COLUMNS`); accuracies are fractions.
+The result columns are fields of the run record (`RESULT_COLUMNS`, read with .get so that older
+records stay readable; peak memory only when result.json carries it); accuracies are fractions.
+`seed` is the seed the run recorded in its config, `network` what was trained regardless of the
+seed (a sweep with seeds=N names its runs <network>_s<seed>, seed 0 keeping the plain name).
+`group` summarises each network over its finished runs (mean, std, n and the 95% t interval of the
+mean per metric) and `write_grouped` saves that as results_grouped.csv.
+
 A result.json that does not parse as a run record makes its point 'damaged': status reports it,
 `collect` leaves it out with a warning.
 """
@@ -25,31 +31,50 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from effscale import record
+from effscale import record, stats
 
 POINT_FILE = "point.json"
 RESULT_FILE = record.RESULT
 ERROR_FILE = "error.json"
+CLAIM_FILE = "claim.lease"  # a worker's claim on the point (effscale.claims)
 # Files the driver itself writes; anything else in a point directory is the trainer's progress.
-DRIVER_FILES = (POINT_FILE, ERROR_FILE)
+DRIVER_FILES = (POINT_FILE, ERROR_FILE, CLAIM_FILE)
 
 STATES = ("done", "damaged", "failed", "partial", "pending")
 
-# Table column -> the run record field it shows.
+# Table column -> the run record field it shows (read with .get: records older than a field lack it).
 RESULT_COLUMNS = {
+    "dataset": "dataset",
     "params": "params",
     "macs": "macs",
     "activations": "activations",
     "xla_flops": "xla_flops",
+    "epochs": "epochs",
+    "steps": "steps",
+    "batch_size": "batch_size",
+    "steps_per_epoch": "steps_per_epoch",
     "train_images_per_sec": "train_images_per_sec",
     "train_step_time_s": "step_time_s",
+    "train_loss": "train_loss",
+    "train_accuracy": "train_accuracy",
     "top1": "eval_top1",
     "top5": "eval_top5",
     "best_top1": "best_eval_top1",
     "ema_top1": "eval_top1_ema",
     "ema_top5": "eval_top5_ema",
+    "val_top1": "val_top1",
+    "test_top1": "test_top1",
+    "test_top1_ema": "test_top1_ema",
+    "test_top1_best": "test_top1_best",
     "wall_time_s": "wall_time_s",
+    "compile_time_s": "compile_time_s",
+    "input_wait_fraction": "input_wait_fraction",
+    "device_kind": "device_kind",
+    "device_count": "device_count",
 }
+# Peak device memory, when a record carries it (not a RunRecord field: read from result.json as written).
+PEAK_MEMORY = "peak_memory_bytes"
+PEAK_MEMORY_KEYS = (PEAK_MEMORY, "peak_bytes_in_use")  # the second is jax Device.memory_stats()'s name
 
 # The scale comes from point.json first: it is what the sweep declared, for failed points too.
 # Params / MACs / activations come from the record first: the trainer counts them with the
@@ -57,18 +82,45 @@ RESULT_COLUMNS = {
 _POINT_KEYS = ("width", "depth", "resolution", "phi")
 _COUNT_KEYS = ("params", "macs", "activations")
 
-# The table's leading columns, in order; point metadata (e.g. target_macs) follows them.
+# The table's leading columns, in order; point metadata (e.g. target_macs) follows them. `network` names
+# what was trained regardless of its seed: the runs of one network over several seeds share it.
 COLUMNS = (
     "sweep",
     "strategy",
     "series",
+    "network",
     "point",
+    "seed",
     "status",
     *_POINT_KEYS,
     *RESULT_COLUMNS,
+    PEAK_MEMORY,
     "error",
     "overrides",
 )
+
+# The grouped table: the metrics summarised over a network's runs (mean, std, n, 95% interval).
+GROUP_METRICS = (
+    "top1",
+    "top5",
+    "best_top1",
+    "ema_top1",
+    "ema_top5",
+    "val_top1",
+    "test_top1",
+    "test_top1_ema",
+    "test_top1_best",
+    "train_loss",
+    "train_accuracy",
+    "train_images_per_sec",
+    "train_step_time_s",
+    "wall_time_s",
+    "compile_time_s",
+    "input_wait_fraction",
+    PEAK_MEMORY,
+)
+# Columns a network's runs share (taken from its first run).
+_GROUP_KEYS = ("sweep", "strategy", "series", "network", "dataset", *_POINT_KEYS, *_COUNT_KEYS, "epochs")
 
 
 def read_json(path: str | os.PathLike[str]) -> Any | None:
@@ -127,9 +179,14 @@ def make_row(
     error: Mapping[str, Any] | None,
     status: str,
     name: str,
+    written: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One table row from a point's point.json, run record and error.json (any may be None)."""
+    """One table row from a point's point.json, run record and error.json (any may be None).
+
+    `written`: result.json as written, for what a record may carry beyond RunRecord's fields (peak memory).
+    """
     point = point or {}
+    meta = point.get("meta") or {}
     row: dict[str, Any] = dict.fromkeys(COLUMNS)
     row.update(
         sweep=point.get("sweep"),
@@ -139,31 +196,48 @@ def make_row(
         status=status,
         overrides=json.dumps(point["overrides"], sort_keys=True) if point.get("overrides") is not None else None,
     )
+    row["network"] = meta.get("network") or row["point"]
     described = point.get("describe") or {}
     for col in _POINT_KEYS + _COUNT_KEYS:
         row[col] = described.get(col)
+    values = run.to_json() if run is not None else {}
     if run is not None:
         for col in _POINT_KEYS:
             if row[col] is None:
-                row[col] = getattr(run, col)
+                row[col] = values.get(col)
         for col, field in RESULT_COLUMNS.items():
-            value = getattr(run, field)
-            if value is not None:
-                row[col] = value
+            if values.get(field) is not None:
+                row[col] = values[field]
         if row["strategy"] is None:
             row["strategy"] = row["series"] = "run"  # a plain run, not started by a sweep
+    row["seed"] = _seed(values.get("config"), point.get("config"), meta)
+    row[PEAK_MEMORY] = next((written[k] for k in PEAK_MEMORY_KEYS if (written or {}).get(k) is not None), None)
     if error and status == "failed":
         row["error"] = f"{error.get('type', 'Error')}: {error.get('message', '')}".strip()
-    for key, value in (point.get("meta") or {}).items():
+    for key, value in meta.items():
         row.setdefault(key, value)
     return row
+
+
+def _seed(*sources: Any) -> int | None:
+    """The training seed: what the run recorded, else what point.json's config or labels declare."""
+    for source in sources:
+        if not isinstance(source, Mapping):
+            continue
+        seed = source.get("seed") if "seed" in source else (source.get("train") or {}).get("seed")
+        if isinstance(seed, int) and not isinstance(seed, bool):
+            return seed
+    return None
 
 
 def point_row(point_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The table row of one point directory (a damaged one's row has its problem as the error)."""
     d = Path(point_dir)
     files = read_point(d)
-    row = make_row(files.point, files.run, files.error, files.state, d.name)
+    written = read_json(d / RESULT_FILE) if files.run is not None else None
+    row = make_row(
+        files.point, files.run, files.error, files.state, d.name, written if isinstance(written, dict) else None
+    )
     if files.problem:
         row["error"] = files.problem
     return row
@@ -201,6 +275,65 @@ def collect(workdir: str | os.PathLike[str], pending: Sequence[Mapping[str, Any]
     return rows
 
 
+# ----------------------------------------------------------------------------- repeats
+
+
+def accuracy_key(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The accuracy column to compare: EMA top-1 when every finished row has it, else final top-1."""
+    done = [r for r in rows if r.get("status") == "done"]
+    if done and all(_number(r.get("ema_top1")) is not None for r in done):
+        return "ema_top1"
+    return "top1"
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    return float(v) if math.isfinite(v) else None
+
+
+def network_key(row: Mapping[str, Any], index: int = 0) -> tuple[Any, ...]:
+    """What identifies a network across its seeds: (sweep, network); a row without a name is its own."""
+    name = row.get("network") or row.get("point")
+    return (row.get("sweep"), name) if name is not None else ("", index)
+
+
+def by_network(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[Any, ...], list[Mapping[str, Any]]]:
+    """Rows grouped by `network_key`, in first-seen order."""
+    out: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
+    for k, r in enumerate(rows):
+        out.setdefault(network_key(r, k), []).append(r)
+    return out
+
+
+def group(rows: Sequence[Mapping[str, Any]], level: float = stats.LEVEL) -> list[dict[str, Any]]:
+    """One row per network over its finished runs: for each metric <m>_mean, _std, _n, _ci_lo, _ci_hi.
+
+    The interval is the t interval of the mean at `level` (two-sided): it needs n >= 2, so a
+    network with one run has mean and n only. Metrics no run has are left out; columns the runs
+    share (scale, counts, point labels such as target_macs) come from the first run.
+    """
+    done = [r for r in rows if r.get("status") == "done"]
+    present = [m for m in GROUP_METRICS if any(_number(r.get(m)) is not None for r in done)]
+    out = []
+    for runs in by_network(done).values():
+        first = runs[0]
+        g: dict[str, Any] = {k: first.get(k) for k in _GROUP_KEYS}
+        g["runs"] = len(runs)
+        g["seeds"] = "/".join(
+            str(r.get("seed")) for r in sorted(runs, key=lambda r: (r.get("seed") is None, r.get("seed") or 0))
+        )
+        g["points"] = " ".join(str(r.get("point")) for r in runs)
+        for m in present:
+            summary = stats.summarize([r.get(m) for r in runs], level)
+            g.update({f"{m}_mean": summary.mean, f"{m}_std": summary.std, f"{m}_n": summary.n})
+            g.update({f"{m}_ci_lo": summary.lo, f"{m}_ci_hi": summary.hi})
+        extra = [k for k in first if k not in COLUMNS and k not in g]
+        g.update({k: first.get(k) for k in extra if k not in ("seed", "point", "status", "error", "overrides")})
+        out.append(g)
+    return out
+
+
 # ----------------------------------------------------------------------------- table files
 
 
@@ -234,6 +367,19 @@ def write_table(rows: Sequence[Mapping[str, Any]], stem: str | os.PathLike[str])
     record.write_text(csv_path, to_csv(rows))
     record.write_text(jsonl_path, to_jsonl(rows))
     return csv_path, jsonl_path
+
+
+def write_grouped(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
+    """Writes the grouped table of `rows` (see `group`) as CSV at `path` atomically; returns the path."""
+    grouped = group(rows)
+    buf = io.StringIO()
+    cols = list(dict.fromkeys(k for g in grouped for k in g)) or list(_GROUP_KEYS)
+    writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    writer.writeheader()
+    for g in grouped:
+        writer.writerow({k: "" if v is None else v for k, v in g.items()})
+    record.write_text(path, buf.getvalue())
+    return Path(path)
 
 
 def _parse_cell(text: str) -> Any:

@@ -1,10 +1,28 @@
-"""The --sweep_shard value: which share of a sweep's points this process runs."""
+"""The --sweep_shard value: which share of a sweep's points this process runs.
+
+Three forms:
+
+- ``i/n``: shard i of n, typed by hand (0 <= i < n); point k of the declared order is shard k % n.
+- ``auto``: i and n read from the scheduler that started this process (`from_environment`):
+  a SLURM array, a Kubernetes Indexed Job, Cloud TPU VMs, or ``EFFSCALE_SHARD=i/n``.
+- ``claim``: no fixed share; workers take the next unclaimed point (effscale.claims).
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 _SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+AUTO, CLAIM = "auto", "claim"
+# Kubernetes does not export an Indexed Job's completion count: the manifest effscale writes sets it.
+NUM_SHARDS_ENV = "EFFSCALE_NUM_SHARDS"
+SHARD_ENV = "EFFSCALE_SHARD"
+_LOOKED_FOR = (
+    "SLURM_ARRAY_TASK_ID (+ SLURM_ARRAY_TASK_COUNT or _MAX, _MIN, _STEP), "
+    f"JOB_COMPLETION_INDEX + {NUM_SHARDS_ENV} (Kubernetes Indexed Job), "
+    f"TPU_WORKER_ID + {NUM_SHARDS_ENV} (Cloud TPU VMs), {SHARD_ENV}=i/n"
+)
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -14,7 +32,8 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     m = _SHARD.fullmatch(text)
     if not m:
         raise ValueError(
-            f"--sweep_shard={text}: must be i/n, two whole numbers with 0 <= i < n (e.g. 2/8: shard 2 of 8)."
+            f"--sweep_shard={text}: must be i/n, two whole numbers with 0 <= i < n (e.g. 2/8: shard 2 of 8), "
+            f"'{AUTO}' (from the scheduler's environment) or '{CLAIM}' (take points as they come)."
         )
     i, n = int(m.group(1)), int(m.group(2))
     if not 0 <= i < n:
@@ -23,3 +42,60 @@ def parse_shard(text: str | None) -> tuple[int, int]:
             f"to {max(n, 1) - 1}/{max(n, 1)})."
         )
     return i, n
+
+
+def resolve_shard(text: str | None, environ: Mapping[str, str]) -> tuple[int, int]:
+    """(i, n) for --sweep_shard `text`: 'i/n' as typed, 'auto' from `environ`. 'claim' has no share: the
+    caller checks for it first (a ValueError here)."""
+    if text == CLAIM:
+        raise ValueError(f"--sweep_shard={CLAIM} has no fixed share: its worker claims points one at a time.")
+    if text == AUTO:
+        return from_environment(environ)
+    return parse_shard(text)
+
+
+def from_environment(environ: Mapping[str, str]) -> tuple[int, int]:
+    """This task's (i, n) from the scheduler's variables, in the order of `_LOOKED_FOR`."""
+    if "SLURM_ARRAY_TASK_ID" in environ:
+        return _slurm_array(environ)
+    for index_var in ("JOB_COMPLETION_INDEX", "TPU_WORKER_ID"):
+        if index_var in environ:
+            count = _integer(environ, NUM_SHARDS_ENV, f"the number of shards, set beside {index_var}")
+            return _checked(_integer(environ, index_var, "this task's index"), count, index_var)
+    if SHARD_ENV in environ:
+        try:
+            return parse_shard(environ[SHARD_ENV])
+        except ValueError:
+            raise ValueError(f"{SHARD_ENV}={environ[SHARD_ENV]!r}: must be i/n with 0 <= i < n.") from None
+    raise ValueError(f"--sweep_shard={AUTO} found no shard in the environment; it looks for {_LOOKED_FOR}.")
+
+
+def _slurm_array(environ: Mapping[str, str]) -> tuple[int, int]:
+    """A SLURM array task: arrays may start at any minimum and step (--array=1-15:2)."""
+    task = _integer(environ, "SLURM_ARRAY_TASK_ID", "this array task's id")
+    low = _integer(environ, "SLURM_ARRAY_TASK_MIN", "the array's first id") if "SLURM_ARRAY_TASK_MIN" in environ else 0
+    step = _integer(environ, "SLURM_ARRAY_TASK_STEP", "the array's step") if "SLURM_ARRAY_TASK_STEP" in environ else 1
+    if step < 1 or (task - low) % step:
+        raise ValueError(f"SLURM_ARRAY_TASK_ID={task} is not on the array {low}:{step} (SLURM_ARRAY_TASK_MIN:_STEP).")
+    if "SLURM_ARRAY_TASK_COUNT" in environ:
+        count = _integer(environ, "SLURM_ARRAY_TASK_COUNT", "the number of array tasks")
+    elif "SLURM_ARRAY_TASK_MAX" in environ:
+        count = (_integer(environ, "SLURM_ARRAY_TASK_MAX", "the array's last id") - low) // step + 1
+    else:
+        raise ValueError(
+            "SLURM_ARRAY_TASK_ID is set without SLURM_ARRAY_TASK_COUNT or _MAX: the shard count is unknown."
+        )
+    return _checked((task - low) // step, count, "SLURM_ARRAY_TASK_ID")
+
+
+def _integer(environ: Mapping[str, str], name: str, what: str) -> int:
+    value = environ.get(name)
+    if value is None or not value.strip().lstrip("-").isdigit():
+        raise ValueError(f"{name}={value!r}: expected a whole number, {what}.")
+    return int(value)
+
+
+def _checked(index: int, count: int, source: str) -> tuple[int, int]:
+    if not 0 <= index < count:
+        raise ValueError(f"{source} gives shard {index} of {count}: needs 0 <= index < count.")
+    return index, count

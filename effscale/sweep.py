@@ -33,10 +33,16 @@ Lifecycle (what `main` does per mode):
 - Sharding: ``--sweep_shard=i/n`` (0 <= i < n) takes the points k with k % n == i over the
   declared order: disjoint and complete for every n, and cost-balanced when points are listed
   by size. In a multi-host job every process runs every point of its share together (one run
-  spans all hosts); only process 0 writes the driver's files.
-- status: every declared point as done / damaged / failed / partial / pending with top-1 and MACs.
-- collect: the results table (WORKDIR/results.csv and .jsonl), see effscale.results.
+  spans all hosts); only process 0 writes the driver's files. ``--sweep_shard=auto`` reads i and n
+  from the scheduler (a SLURM array, a Kubernetes Indexed Job, TPU VMs: effscale.shard);
+  ``--sweep_shard=claim`` has each worker claim the next free point instead (effscale.claims).
+- status: every declared point as done / damaged / failed / partial / pending with top-1 and MACs, and
+  once 3 points have finished, the predicted training time of the others (effscale.costmodel).
+- collect: the results table (WORKDIR/results.csv and .jsonl) and the table of networks over their
+  seeds (WORKDIR/results_grouped.csv: mean, std, n, 95% interval), see effscale.results.
 - plot: the figures in WORKDIR/figures, see effscale.plots.
+- report: WORKDIR/report.md, a verdict on each of the paper's three claims with the numbers behind
+  it, see effscale.report. WORKDIR may be a folder holding several sweeps' workdirs.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import copy
 import dataclasses
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -58,7 +65,7 @@ import ml_collections
 from effscale import record as run_record
 from effscale import results
 from effscale.results import ERROR_FILE, POINT_FILE, RESULT_FILE
-from effscale.shard import parse_shard
+from effscale.shard import CLAIM, resolve_shard
 from effscale.units import si
 
 # Point names become directory names: keep them portable.
@@ -425,14 +432,24 @@ def _record_failure(pdir: Path, previous: Mapping[str, Any], kind: str, message:
 
 
 def status(config: ml_collections.ConfigDict, workdir: str | Path, num_shards: int = 1) -> list[dict[str, Any]]:
-    """One row per declared point: state, shard, EMA top-1 (a fraction, when known), params and MACs."""
+    """One row per declared point: state, shard, EMA top-1 (a fraction, when known), params and MACs.
+
+    With 3 or more finished points that measured their speed, the cost model (effscale.costmodel) adds
+    each unfinished point's predicted training time ('predicted_s') and each finished point's
+    leave-one-out prediction error ('cost_error').
+    """
+    from effscale import costmodel
+
     workdir = Path(workdir)
-    rows = []
+    rows, table, trains, datasets = [], [], [], []
     for k, (p, cfg) in enumerate(expand(config)):
         pdir = workdir / p.name
         row = results.point_row(pdir) if pdir.is_dir() else {}
         desc = describe_model(cfg.model)
         error = results.read_json(pdir / ERROR_FILE) if row.get("status") == "failed" else None
+        table.append(row)
+        trains.append(cfg.train)
+        datasets.append(str(cfg.data.name))
         rows.append(
             {
                 "point": p.name,
@@ -444,11 +461,13 @@ def status(config: ml_collections.ConfigDict, workdir: str | Path, num_shards: i
                 # The trainer's counts once it has run (real class count), the analytic ones before.
                 "params": row.get("params") or desc.get("params"),
                 "macs": row.get("macs") or desc.get("macs"),
+                "activations": row.get("activations") or desc.get("activations"),
+                "wall_time_s": row.get("wall_time_s"),
                 "attempts": (error or {}).get("attempts"),
                 "error": row.get("error") or desc.get("error"),
             }
         )
-    return rows
+    return costmodel.annotate(rows, table, trains, datasets)
 
 
 def format_points(config: ml_collections.ConfigDict, num_shards: int = 1) -> str:
@@ -468,17 +487,28 @@ def format_points(config: ml_collections.ConfigDict, num_shards: int = 1) -> str
 
 
 def format_status(rows: Sequence[Mapping[str, Any]], title: str = "") -> str:
-    """A table of `status` rows (top-1 in percent) with a count per state at the end."""
+    """A table of `status` rows (top-1 in percent) with a count per state at the end.
+
+    The 'time' column: an unfinished point's predicted training time, or a finished point's
+    leave-one-out error of that prediction (effscale.costmodel), once the model has its points.
+    """
+    from effscale import costmodel
+
     width = max([len(r["point"]) for r in rows] + [5])
     lines = [title] if title else []
     lines.append(
-        f"{'point':<{width}}  {'strategy':<12} {'shard':>5}  {'state':<8} {'top-1':>6} {'params':>8} {'MACs':>8}"
+        f"{'point':<{width}}  {'strategy':<12} {'shard':>5}  {'state':<8} {'top-1':>6} {'params':>8} {'MACs':>8} "
+        f"{'time':>8}"
     )
     for r in rows:
         top1 = "-" if r["top1"] is None else f"{100 * r['top1']:.2f}"
+        if r.get("cost_error") is not None:
+            cost = f"{int(round(100 * r['cost_error'])):+d}%"  # int: never '-0%'
+        else:
+            cost = costmodel.duration(r.get("predicted_s")) if r["state"] != "done" else "-"
         line = (
             f"{r['point']:<{width}}  {r['strategy']:<12} {r['shard']:>5}  {r['state']:<8} {top1:>6} "
-            f"{si(r['params']):>8} {si(r['macs']):>8}"
+            f"{si(r['params']):>8} {si(r['macs']):>8} {cost:>8}"
         )
         if r["error"]:
             attempts = f" (attempt {r['attempts']})" if r.get("attempts") else ""
@@ -487,7 +517,28 @@ def format_status(rows: Sequence[Mapping[str, Any]], title: str = "") -> str:
     counts = {s: sum(r["state"] == s for r in rows) for s in results.STATES}
     shown = {s: n for s, n in counts.items() if n or s != "damaged"}  # damaged only when there is one
     lines.append(", ".join(f"{n} {s}" for s, n in shown.items()) + f" (of {len(rows)})")
+    lines.append(_cost_summary(rows))
     return "\n".join(lines)
+
+
+def _cost_summary(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The status table's last line: the unfinished points' predicted training time, or why there is none."""
+    from effscale import costmodel
+
+    todo = [r for r in rows if r["state"] != "done"]
+    basis = next((r["cost_basis"] for r in todo if r.get("cost_basis")), None)
+    if not todo:
+        return "time: leave-one-out error of the cost model's prediction (seconds per image)"
+    if basis is None:
+        return f"time: no prediction yet (the cost model needs {costmodel.MIN_POINTS} finished points with timings)"
+    known = [r["predicted_s"] for r in todo if r.get("predicted_s") is not None]
+    spent = sum(r.get("wall_time_s") or 0.0 for r in rows if r["state"] == "done")
+    return (
+        f"time: predicted training time {costmodel.duration(sum(known))} for {len(known)} of {len(todo)} unfinished "
+        f"points (cost model on {basis}; excludes compilation and evaluation); sweep total "
+        f"{costmodel.duration(sum(known) + spent)} with the finished points' wall time "
+        f"({costmodel.duration(spent)}); finished: leave-one-out error"
+    )
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -521,13 +572,15 @@ def main(
     shard: str | None = None,
     run_fn: RunFn | None = None,
 ) -> int:
-    """launch.py's entry for sweep configs: mode info / train / status / collect / plot. Returns an exit code.
+    """launch.py's entry for sweep configs: mode info / train / status / collect / plot / report. Returns an exit code.
 
-    `shard` is the --sweep_shard text ('i/n'); `run_fn` replaces effscale.train.train_and_evaluate
-    (tests). In train mode, the trainer's Interrupted (a signal or preemption, checkpoint saved)
-    propagates to the caller; failures of single points give exit status 1 after the sweep.
+    `shard` is the --sweep_shard text ('i/n', 'auto' or 'claim': effscale.shard); `run_fn` replaces
+    effscale.train.train_and_evaluate (tests). In train mode, the trainer's Interrupted (a signal or
+    preemption, checkpoint saved) propagates to the caller; failures of single points give exit status 1
+    after the sweep.
     """
-    i, n = parse_shard(shard)
+    claim = shard == CLAIM  # work stealing: no fixed share (effscale.claims)
+    i, n = (0, 1) if claim else resolve_shard(shard, os.environ)
     if mode == "info":  # what the sweep holds, without a workdir
         print(format_points(config, n))
         return 0
@@ -541,31 +594,41 @@ def main(
             from effscale import train
 
             run_fn, stop_on = train.train_and_evaluate, (train.Interrupted,)
-        claim = shard == "claim"  # work stealing: no fixed share (effscale.claims)
-        outcomes = run(
-            config, workdir, run_fn, (0, 1) if claim else (i, n), is_main=is_main, agree=agree, stop_on=stop_on,
-            claim=claim,
-        )  # fmt: skip
+        outcomes = run(config, workdir, run_fn, (i, n), is_main=is_main, agree=agree, stop_on=stop_on, claim=claim)
         return 1 if any(o == "failed" for o in outcomes.values()) else 0
     if mode == "status":
         print(format_status(status(config, workdir, n), f"sweep {sweep_name(config)} in {workdir}"))
         return 0
-    if mode in ("collect", "plot"):
-        rows = results.collect(workdir, pending_records(config))
-        stem = Path(workdir) / "results"
-        if mode == "collect":
-            csv_path, jsonl_path = results.write_table(rows, stem)
-            print(f"{len(rows)} rows ({sum(r['status'] == 'done' for r in rows)} done) -> {csv_path}, {jsonl_path}")
-            return 0
-        from effscale import plots
-
-        written = plots.plot_all(rows, Path(workdir) / "figures")
-        print(f"{len(written)} figures -> {Path(workdir) / 'figures'}")
-        for path in written:
-            print(f"  {path}")
-        return 0
-    print(f"--mode={mode} is not a sweep mode (info, train, status, collect, plot).", file=sys.stderr)
+    if mode in ("collect", "plot", "report"):
+        return _outputs(config, Path(workdir), mode)
+    print(f"--mode={mode} is not a sweep mode (info, train, status, collect, plot, report).", file=sys.stderr)
     return 2
+
+
+def _outputs(config: ml_collections.ConfigDict, workdir: Path, mode: str) -> int:
+    """--mode=collect (the tables), plot (the figures) or report (the claims) over what `workdir` holds."""
+    rows = results.collect(workdir, pending_records(config))
+    if mode == "collect":
+        csv_path, jsonl_path = results.write_table(rows, workdir / "results")
+        grouped = results.write_grouped(rows, workdir / "results_grouped.csv")
+        print(f"{len(rows)} rows ({sum(r['status'] == 'done' for r in rows)} done) -> {csv_path}, {jsonl_path}")
+        print(f"{len(results.group(rows))} networks (mean, std, n, 95% interval over seeds) -> {grouped}")
+        return 0
+    if mode == "report":
+        from effscale import report
+
+        path, claims = report.write(rows, workdir / "report.md", f"{sweep_name(config)} in {workdir}")
+        for claim in claims:
+            print(f"claim {claim.number}: {claim.verdict}: {claim.title}")
+        print(f"-> {path}")
+        return 0
+    from effscale import plots
+
+    written = plots.plot_all(rows, workdir / "figures")
+    print(f"{len(written)} figures -> {workdir / 'figures'}")
+    for path in written:
+        print(f"  {path}")
+    return 0
 
 
 # ----------------------------------------------------------------------------- point builders

@@ -63,6 +63,16 @@ def test_a_lone_worker_runs_every_point_in_order_and_a_rerun_none(tmp_path):
     assert calls == []
 
 
+def test_the_command_line_entry_takes_claim_and_auto(tmp_path, monkeypatch):
+    calls: list = []
+    assert sweep.main(tiny_sweep(3), str(tmp_path / "claim"), "train", "claim", run_fn=fake_run(calls)) == 0
+    assert calls == ["w0", "w1", "w2"]
+    calls.clear()
+    monkeypatch.setenv("EFFSCALE_SHARD", "1/2")
+    assert sweep.main(tiny_sweep(3), str(tmp_path / "auto"), "train", "auto", run_fn=fake_run(calls)) == 0
+    assert calls == ["w1"]
+
+
 def test_a_live_claim_is_waited_for_and_taken_over_once_it_expires(tmp_path):
     other = lease.acquire(tmp_path / "w1" / claims.CLAIM, "a killed worker", 0.8, renew=False)  # nobody renews it
     calls, lines = [], []

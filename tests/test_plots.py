@@ -109,10 +109,27 @@ def test_the_ema_accuracy_is_drawn_when_every_row_has_it():
     assert ax.get_xscale() == "log"
 
 
-def test_repeated_runs_are_drawn_as_mean_and_standard_deviation():
+# t(0.975, n - 1): the 95% interval of a mean of n runs is mean +- T95[n] * std / sqrt(n).
+T95 = {2: 12.706205, 3: 4.302653}
+
+
+def half_width(runs):
+    """The 95% interval's half-width of the mean of `runs` (in percent), by hand."""
+    return T95[len(runs)] * 100 * statistics.stdev(runs) / len(runs) ** 0.5 if len(runs) > 1 else 0.0
+
+
+def seeded(network, strategy, macs, runs, **extra):
+    """One row per run of `network`, named as a sweep with seeds names them (seed 0 keeps the name)."""
+    return [
+        row(network if k == 0 else f"{network}_s{k}", strategy, macs, top1, network=network, seed=k, **extra)
+        for k, top1 in enumerate(runs)
+    ]
+
+
+def test_repeated_runs_are_drawn_as_mean_and_95_percent_interval():
     seeds = {"w1": [0.80, 0.82, 0.84], "w2": [0.85, 0.86], "w3": [0.88]}
     macs = {"w1": 1e6, "w2": 2e6, "w3": 4e6}
-    rows = [row(p, "width", macs[p], top1) for p, runs in seeds.items() for top1 in runs]
+    rows = [r for p, runs in seeds.items() for r in seeded(p, "width", macs[p], runs)]
     rows.reverse()
     (ax,) = plots.top1_vs(rows, "macs", fit=False).axes
     (bars,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
@@ -120,11 +137,39 @@ def test_repeated_runs_are_drawn_as_mean_and_standard_deviation():
     assert list(line.get_xdata()) == [1e6, 2e6, 4e6]
     means = [100 * statistics.mean(seeds[p]) for p in ("w1", "w2", "w3")]
     assert list(line.get_ydata()) == pytest.approx(means)
-    stds = [100 * statistics.stdev(seeds["w1"]), 100 * statistics.stdev(seeds["w2"]), 0.0]
+    errs = [half_width(seeds[p]) for p in ("w1", "w2", "w3")]
+    assert errs[0] == pytest.approx(4.302653 * 2.0 / 3**0.5)  # std 2 points over 3 runs
     for (x0, y0), (x1, y1) in (seg for seg in segments.get_segments()):
         k = [1e6, 2e6, 4e6].index(x0)
-        assert x1 == x0 and (y0, y1) == pytest.approx((means[k] - stds[k], means[k] + stds[k]))
+        assert x1 == x0 and (y0, y1) == pytest.approx((means[k] - errs[k], means[k] + errs[k]))
     assert legend_texts(ax) == ["width"]
+
+
+def test_every_figure_draws_the_interval_where_a_network_has_two_runs():
+    rows = seeded("w1", "width", 1e6, [0.80, 0.84], train_images_per_sec=100.0)
+    rows += seeded("w2", "width", 4e6, [0.86], train_images_per_sec=50.0)
+    rows[1]["train_images_per_sec"] = 80.0  # w1: 0.01 and 0.0125 s per image
+    err = half_width([0.80, 0.84])
+
+    def interval_segments(ax):
+        bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+        return [s for c in bars for coll in c.lines[2] for s in coll.get_segments()]
+
+    (ax,) = plots.pareto(rows).axes
+    assert sorted(tuple(p) for c in ax.collections[:1] for p in c.get_offsets()) == [(1e6, 82.0), (4e6, 86.0)]
+    ((start, end),) = interval_segments(ax)
+    assert (start[1], end[1]) == pytest.approx((82.0 - err, 82.0 + err))
+    left, right = plots.time_vs_macs(rows).axes
+    ((start, end),) = interval_segments(left)
+    sec = half_width([0.01 / 100, 0.0125 / 100])  # the same formula on seconds (half_width scales by 100)
+    assert (start[1], end[1]) == pytest.approx((0.01125 - sec, 0.01125 + sec))
+    assert len(interval_segments(right)) == 1
+    abg = [dict(r, strategy="abg") for r in rows]
+    (ax,) = plots.abg_ranking(abg).axes
+    assert [p.get_width() for p in ax.patches] == pytest.approx([86.0, 82.0])
+    ((start, end),) = interval_segments(ax)
+    assert (start, end) == (pytest.approx((82.0 - err, 1)), pytest.approx((82.0 + err, 1)))  # w1 ranks second
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["w2", "w1"]
 
 
 def test_panels_draw_one_strategy_each_with_a_shared_accuracy_axis():
@@ -142,8 +187,7 @@ def test_panels_draw_one_strategy_each_with_a_shared_accuracy_axis():
 def test_equal_flops_bars_are_the_mean_top1_per_strategy_and_budget():
     rows = [
         row("eq-w", "width", 1.02e7, 0.80, target_macs=1e7),
-        row("eq-d", "depth", 0.99e7, 0.78, target_macs=1e7),
-        row("eq-d", "depth", 0.99e7, 0.76, target_macs=1e7),  # a second seed
+        *seeded("eq-d", "depth", 0.99e7, [0.78, 0.76], target_macs=1e7),  # two seeds
         row("eq2-w", "width", 2e7, 0.83, target_macs=2e7),
         row("eq2-d", "depth", 2e7, 0.82, target_macs=2e7),
     ]
@@ -155,7 +199,7 @@ def test_equal_flops_bars_are_the_mean_top1_per_strategy_and_budget():
     assert legend_texts(ax) == ["width", "depth"] and ax.get_ylabel() == "top-1 accuracy (%)"
     errors = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
     (segment,) = [s for c in errors for coll in c.lines[2] for s in coll.get_segments()]
-    assert [y for _, y in segment] == pytest.approx([77.0 - 100 * statistics.stdev([0.78, 0.76]), 77.0 + 1.414213562])
+    assert [y for _, y in segment] == pytest.approx([77.0 - 12.706205, 77.0 + 12.706205])  # t(0.975, 1) * 1.414 / 1.414
     assert "80.0\n1.02x" in [t.get_text() for t in ax.texts]
 
 

@@ -36,7 +36,9 @@ def test_a_version_0_result_reads_with_every_value_as_written():
     assert "format_version" not in written
     run = record.read_record(V0_EXAMPLE)
     assert run.format_version == record.FORMAT_VERSION
-    assert run.to_json() == {**written, "format_version": record.FORMAT_VERSION}
+    back = run.to_json()
+    assert {k: back[k] for k in written} == written and back["format_version"] == record.FORMAT_VERSION
+    assert all(back[k] is None for k in set(back) - set(written) - {"format_version"})  # fields added since: unset
     assert (run.eval_top1, run.eval_top1_ema, run.macs, run.config["model"]["phi"]) == (0.6846, 0.6933, 56426928, 2.0)
 
 
@@ -223,3 +225,84 @@ def test_committed_reproduction_is_complete_and_matches_its_config():
     figures = ROOT / "experiments" / "results" / "figures"
     for name in ("top1_vs_macs", "top1_vs_macs_panels", "equal_flops", "pareto", "time_vs_macs"):
         assert (figures / f"reproduce_{name}.png").stat().st_size > 1000, name
+
+
+# ----------------------------------------------------------------------------- new columns, seeds, the grouped table
+
+
+def _point(workdir: Path, name: str, meta: dict, written: dict) -> None:
+    """A finished point directory written by hand: point.json and result.json."""
+    d = workdir / name
+    d.mkdir(parents=True)
+    labels = {"sweep": "s", "name": name, "strategy": "width", "series": "width", "overrides": {}, "meta": meta}
+    (d / "point.json").write_text(json.dumps(labels))
+    (d / "result.json").write_text(json.dumps(written))
+
+
+def _written(seed: int = 0, **changes) -> dict:
+    """The version-0 example record, trained with `seed`, with `changes`."""
+    written = json.loads(V0_EXAMPLE.read_text())
+    written["config"]["train"]["seed"] = seed
+    return {**written, **changes}
+
+
+def test_rows_carry_the_run_the_device_and_the_held_out_splits(tmp_path):
+    new = _written(
+        7, val_top1=0.70, test_top1=0.6846, test_top1_ema=0.6933, test_top1_best=0.69, input_wait_fraction=0.25,
+        peak_memory_bytes=123_456_789,
+    )  # fmt: skip
+    _point(tmp_path, "new", {"seed": 7, "network": "w1"}, new)
+    _point(tmp_path, "old", {}, _written(peak_bytes_in_use=5))  # no val/test fields: an older record
+    rows = {r["point"]: r for r in results.collect(tmp_path)}
+    r = rows["new"]
+    assert (r["network"], r["seed"], r["dataset"]) == ("w1", 7, "fashion_mnist")
+    assert (r["epochs"], r["steps"], r["batch_size"], r["steps_per_epoch"]) == (0.05336179295624333, 50, 64, 937)
+    assert (r["train_loss"], r["train_accuracy"]) == (1.830838918685913, 0.38807398080825806)
+    assert (r["device_kind"], r["device_count"], r["compile_time_s"]) == ("cpu", 1, 31.088596069999994)
+    assert (r["val_top1"], r["test_top1"], r["test_top1_ema"], r["test_top1_best"]) == (0.70, 0.6846, 0.6933, 0.69)
+    assert (r["input_wait_fraction"], r["peak_memory_bytes"]) == (0.25, 123_456_789)
+    old = rows["old"]
+    assert (old["network"], old["seed"], old["peak_memory_bytes"]) == ("old", 0, 5)  # seed from the record's config
+    assert old["val_top1"] is None and old["test_top1_best"] is None
+
+
+def test_the_grouped_table_summarises_each_network_over_its_seeds(tmp_path):
+    top1 = {0: 0.80, 1: 0.83, 2: 0.86}
+    for seed, value in top1.items():
+        _point(tmp_path, f"w1_s{seed}", {"seed": seed, "network": "w1"}, _written(seed, eval_top1=value))
+    # The record says what was trained: a point.json whose label disagrees does not change the seed.
+    _point(tmp_path, "mislabelled", {"seed": 5}, _written(3))
+    _point(tmp_path, "w2", {"seed": 0, "network": "w2"}, _written(eval_top1=0.9, macs=2))
+    rows = results.collect(tmp_path)
+    groups = {g["network"]: g for g in results.group(rows)}
+    w1 = groups["w1"]
+    assert (w1["runs"], w1["seeds"], w1["top1_n"]) == (3, "0/1/2", 3)
+    # By hand: mean 0.83, std 0.03, half-width t(0.975, 2) * 0.03 / sqrt(3) = 4.302653 * 0.0173205.
+    assert w1["top1_mean"] == pytest.approx(0.83) and w1["top1_std"] == pytest.approx(0.03)
+    assert (w1["top1_ci_lo"], w1["top1_ci_hi"]) == pytest.approx((0.83 - 0.0745241, 0.83 + 0.0745241), abs=1e-6)
+    assert w1["ema_top1_std"] == pytest.approx(0.0, abs=1e-12)  # identical runs: no spread
+    assert w1["ema_top1_ci_lo"] == pytest.approx(0.6933)
+    w2 = groups["w2"]
+    assert (w2["top1_mean"], w2["top1_n"], w2["top1_std"], w2["top1_ci_lo"]) == (0.9, 1, None, None)
+    assert "val_top1_mean" not in w1  # no run has it
+    assert groups["mislabelled"]["seeds"] == "3"
+    path = results.write_grouped(rows, tmp_path / "results_grouped.csv")
+    back = {r["network"]: r for r in results.read_table(path)}
+    assert back["w1"]["top1_ci_hi"] == pytest.approx(w1["top1_ci_hi"]) and back["w2"]["top1_ci_lo"] is None
+
+
+def test_collect_writes_the_grouped_table_next_to_the_runs(tmp_path, capsys):
+    c = base.get_config()
+    c.sweep = sweep.block("s", base.with_seeds([sweep.point("w1", "width", {"model.width": 1.0})], (0, 1)))
+
+    def run_fn(cfg, workdir):  # the trainer records its config: the seed the point set
+        top1 = {0: 0.8, 1: 0.9}[cfg.train.seed]
+        return dataclasses.replace(record.read_record(V0_EXAMPLE), eval_top1=top1, config=sweep.config_json(cfg))
+
+    assert sweep.run(c, tmp_path, run_fn, log=lambda s: None) == {"w1": "done", "w1_s1": "done"}
+    assert sweep.main(c, str(tmp_path), "collect") == 0
+    assert "1 networks (mean, std, n, 95% interval over seeds)" in capsys.readouterr().out
+    assert [(r["point"], r["seed"]) for r in results.read_table(tmp_path / "results.csv")] == [("w1", 0), ("w1_s1", 1)]
+    (g,) = results.read_table(tmp_path / "results_grouped.csv")
+    assert (g["network"], g["runs"], g["seeds"], g["top1_mean"]) == ("w1", 2, "0/1", pytest.approx(0.85))
+    assert g["top1_ci_hi"] - g["top1_mean"] == pytest.approx(12.706205 * 0.1 / 2, abs=1e-5)  # t(0.975, 1) * s / sqrt 2

@@ -117,6 +117,109 @@ def test_fig4_has_four_series_and_compound_uses_coefficients():
     assert sweep.describe_model(cfgs["compound-phi2"].model)["depth"] == pytest.approx(1.96)
 
 
+# ----------------------------------------------------------------------------- seeds, lines to 16x, equal-MACs grid
+
+
+@pytest.mark.parametrize("name", SWEEPS + ("grid",))
+def test_every_sweep_repeats_its_points_for_each_seed(name):
+    one = sweep.points_of(load(name))
+    arg = "widths=1/2,seeds=0/3" if name == "grid" else "seeds=0/3"
+    two = sweep.expand(load(name, arg))
+    if name == "grid":
+        one = sweep.points_of(load(name, "widths=1/2"))
+    assert [p.name for p, _ in two] == [p.name for p in one] + [f"{p.name}_s3" for p in one]  # seed 0 first
+    for p, cfg in two:
+        seed = 3 if p.name.endswith("_s3") else 0
+        assert cfg.train.seed == seed and p.meta["seed"] == seed
+        assert p.meta["network"] == p.name.removesuffix("_s3")
+    assert [p.name for p in sweep.points_of(load(name, arg.replace("0/3", "1")))] == [p.name for p in one]
+
+
+def test_seeds_set_the_training_seed_and_default_leaves_it_alone():
+    ((p, cfg),) = sweep.expand(load("width", "widths=1"))
+    assert "train.seed" not in p.overrides and p.meta == {} and cfg.train.seed == 0
+    names = {p.name: cfg.train.seed for p, cfg in sweep.expand(load("width", "widths=1,seeds=3"))}
+    assert names == {"width-1": 0, "width-1_s1": 1, "width-1_s2": 2}
+
+
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("seeds=0", "seeds=0: a count of seeds must be >= 1"),
+        ("seeds=-2", "seeds=-2: a count of seeds must be >= 1"),
+        ("seeds=0/3/3", "seeds=0/3/3: seed 3 appears more than once"),
+        ("seeds=1/-4", "seeds=1/-4: seed -4 is negative"),
+        ("seeds=1.5", "seeds=1.5: not a count or a list of seeds"),
+        ("seeds=a/b", "seeds=a/b: allowed: a count N >= 1"),
+        ("doublings=0", "doublings=0: allowed: an integer from 1 to 8"),
+        ("widths=1/2,doublings=2", "widths=1/2 and doublings=2: allowed: one of them, not both"),
+    ],
+)
+def test_bad_seeds_and_doublings_are_one_line_errors(arg, message):
+    with pytest.raises(ValueError) as e:
+        load("width", arg)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["width", "depth", "resolution"])
+@pytest.mark.parametrize("arg", ["doublings=4", "dataset=imagenet2012,doublings=4"])
+def test_doublings_reach_16x_the_base_in_doubling_steps(name, arg):
+    points = sweep.expand(load(name, arg))
+    macs = [sweep.describe_model(cfg.model)["macs"] for _, cfg in points]
+    assert macs == [p.meta["solved_macs"] for p, _ in points] and macs == sorted(macs)
+    assert macs[-1] >= 16 * macs[0] and [p.meta["doubling"] for p, _ in points] == [0, 1, 2, 3, 4]
+    assert points[0][0].name in {f"{name}-1", "resolution-32", "resolution-224"}
+    for p, cfg in points:  # one dimension moves, the others stay at the base
+        desc = sweep.describe_model(cfg.model)
+        assert {k for k in ("width", "depth") if desc[k] != 1.0} <= {name}, p.name
+    if "imagenet" in arg or name != "resolution":  # at 32 px no resolution costs 2x (33 px: 2.4x)
+        for k, m in enumerate(macs[1:-1], 1):
+            assert abs(m / (macs[0] * 2**k) - 1) <= 0.03, (points[k][0].name, m / macs[0])
+
+
+@pytest.mark.parametrize(
+    "scale, target, multiple, max_trim",
+    [("", "auto", 4.0, 1.05), ("", "3", 3.0, 1.5), ("dataset=imagenet2012,step=0.1,", "auto", 2.0, 1.05)],
+)
+def test_abg_candidates_solved_to_the_same_multiply_adds(scale, target, multiple, max_trim):
+    points = sweep.expand(load("abg_grid", f"{scale}target={target}"))
+    at_phi1 = sweep.points_of(load("abg_grid", scale.rstrip(",") or None))
+    assert [p.meta["coefficients"] for p, _ in points] == [p.meta["coefficients"] for p in at_phi1]
+    base_macs = sweep.macs_of(load("abg_grid", scale.rstrip(",") or None).model, {})
+    for p, cfg in points:
+        desc = sweep.describe_model(cfg.model)
+        assert p.meta["target_macs"] == pytest.approx(multiple * base_macs, rel=1e-6)
+        assert desc["macs"] == p.meta["solved_macs"] and abs(desc["macs"] / p.meta["target_macs"] - 1) <= 0.02, p.name
+        # Depth and resolution follow the direction alpha^phi, gamma^phi; width beta^phi times the trim.
+        al, be, ga = (float(v) for v in p.meta["coefficients"].split("/"))
+        phi = p.meta["phi_solved"]
+        assert desc["depth"] == pytest.approx(al**phi, rel=1e-3) and p.name.startswith("abg-a")
+        assert desc["width"] == pytest.approx(be**phi * p.meta["width_trim"], rel=1e-3)
+        assert 0.99 <= p.meta["width_trim"] <= max_trim, p.name
+    with pytest.raises(ValueError, match="target=0.5: allowed: auto, a multiple > 1"):
+        load("abg_grid", "target=0.5")
+
+
+def test_compound_takes_the_grids_coefficients_as_one_argument():
+    paper = sweep.points_of(load("compound"))
+    assert [p.name for p in paper] == ["compound-phi0", "compound-phi1", "compound-phi2", "compound-phi3"]
+    assert {p.series for p in paper} == {"compound"} and paper[0].meta == {"coefficients": "1.2/1.1/1.15"}
+    grid = sweep.expand(load("compound", "coefficients=1.4/1.1/1.1,seeds=2"))
+    assert [p.name for p, _ in grid][:4] == [p.name for p in paper]  # a workdir of its own keeps the names
+    p, cfg = grid[2]
+    assert (cfg.model.alpha, cfg.model.beta, cfg.model.gamma, cfg.model.phi) == (1.4, 1.1, 1.1, 2.0)
+    assert p.series == "compound 1.4/1.1/1.1" and p.meta["network"] == "compound-a1.4-b1.1-g1.1-phi2"
+    assert grid[6][0].name == "compound-phi2_s1" and grid[6][0].meta["network"] == "compound-a1.4-b1.1-g1.1-phi2"
+    assert sweep.describe_model(cfg.model)["depth"] == pytest.approx(1.96)
+    for arg, message in [
+        ("coefficients=1.2/1.1", "coefficients=1.2/1.1: allowed: three numbers >= 1"),
+        ("coefficients=1.2/0.9/1.1", "coefficients=1.2/0.9/1.1: allowed: three numbers >= 1"),
+        ("coefficients=1.2/1.1/1.1,beta=1.2", "coefficients=1.2/1.1/1.1 and beta=1.2: allowed: one of the two forms"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            load("compound", arg)
+
+
 def test_abg_grid_points_satisfy_the_constraint():
     points = sweep.points_of(load("abg_grid"))
     assert any(p.name == "abg-a1.2-b1.1-g1.15" for p in points)

@@ -13,6 +13,7 @@ Not a sweep itself. Two scales:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ml_collections
@@ -36,8 +37,79 @@ def is_paper(args: dict[str, Any]) -> bool:
 
 
 def parse(arg: str | None, **extra: Any) -> dict[str, Any]:
-    """Parses a sweep argument: dataset=NAME, scale=auto|paper|small, plus the sweep's own keys."""
-    return common.parse_arg(arg, dataset=SMALL_DATASET, scale="auto", **extra)
+    """Parses a sweep argument: dataset=NAME, scale=auto|paper|small, seeds=N|S1/S2/..., plus the sweep's own keys.
+
+    The seeds are checked here, so a bad value fails before any point is built.
+    """
+    a = common.parse_arg(arg, dataset=SMALL_DATASET, scale="auto", seeds=None, **extra)
+    a["seeds"] = seeds(a["seeds"])
+    return a
+
+
+def seeds(value: Any) -> tuple[int, ...] | None:
+    """The seeds= argument: None (the config's own train.seed); N -> seeds 0..N-1; '0/3/7' -> (0, 3, 7).
+
+    A bare number is a count; a single seed k is written 'k/' (a list of one).
+    """
+    if value is None:
+        return None
+    allowed = "allowed: a count N >= 1 (seeds 0..N-1) or a list of distinct integers >= 0 such as seeds=0/3/7"
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"seeds={value}: not a count or a list of seeds; {allowed}.")
+    if isinstance(value, int):
+        if value < 1:
+            raise ValueError(f"seeds={value}: a count of seeds must be >= 1; {allowed}.")
+        return tuple(range(value))
+    items = [v.strip() for v in value.split("/") if v.strip()]
+    try:
+        out = tuple(int(v) for v in items)
+    except ValueError:
+        raise ValueError(f"seeds={value}: {allowed}.") from None
+    if not out:
+        raise ValueError(f"seeds={value}: the list is empty; {allowed}.")
+    if min(out) < 0:
+        raise ValueError(f"seeds={value}: seed {min(out)} is negative; {allowed}.")
+    repeated = sorted({s for s in out if out.count(s) > 1})
+    if repeated:
+        raise ValueError(f"seeds={value}: seed {repeated[0]} appears more than once; {allowed}.")
+    return out
+
+
+def seeded_name(name: str, seed: int) -> str:
+    """The name of a point's run with `seed`: seed 0 keeps the point's name, so one-seed sweeps keep theirs."""
+    return name if seed == 0 else f"{name}_s{seed}"
+
+
+def with_seeds(points: Sequence[Mapping[str, Any]], seed_list: tuple[int, ...] | None) -> list[dict[str, Any]]:
+    """Every point once per seed, all points of the first seed first (a finished first pass is a whole sweep).
+
+    Each copy sets train.seed and records `seed` and `network` (the point's name without the seed)
+    as table columns; the results group a network's runs by `network`. None leaves the points as they are.
+    """
+    if seed_list is None:
+        return [dict(p) for p in points]
+    out = []
+    for seed in seed_list:
+        for p in points:
+            meta = dict(p.get("meta") or {})
+            network = str(meta.get("network") or p["name"])
+            out.append(
+                {
+                    **p,
+                    "name": seeded_name(str(p["name"]), seed),
+                    "overrides": {**dict(p.get("overrides") or {}), "train.seed": seed},
+                    "meta": {**meta, "seed": seed, "network": network},
+                }
+            )
+    return out
+
+
+def finish(c: ml_collections.ConfigDict, name: str, points: Sequence[Mapping[str, Any]], args: Mapping[str, Any]):
+    """Sets ``c.sweep`` to the points, once per seed of the parsed `args`; returns `c`."""
+    from effscale import sweep
+
+    c.sweep = sweep.block(name, with_seeds(points, args.get("seeds")))
+    return c
 
 
 def values(value: Any, default: tuple[float, ...]) -> tuple[float, ...]:
@@ -102,3 +174,64 @@ def single_dimension(
         else:
             points.append(sweep.point(f"{dimension}-{fmt(v)}", dimension, {f"model.{dimension}": float(v)}))
     return points
+
+
+def doubling_points(base: ml_collections.ConfigDict, dimension: str, doublings: Any) -> list[dict[str, Any]]:
+    """Points scaling one dimension of `base` to 1, 2, 4, ..., 2^doublings times its multiply-adds.
+
+    Each multiplier is solved on the analytic count (configs/sweeps/equal_flops.py's `solve`), so a
+    line spaced evenly in log MACs reaches 2^doublings x the base (doublings=4: 16x). Names match
+    `single_dimension`'s, so a point both lists hold is trained once. Where rounding makes a budget
+    unreachable (at 32 px no resolution costs 2x: 33 px is already 2.4x) the closer side is kept,
+    except at the line's end, which takes the step above if need be, so that the line does reach
+    2^doublings x; `solved_macs` shows what each point costs.
+    """
+    from configs.sweeps import equal_flops
+    from effscale import sweep
+
+    if isinstance(doublings, bool) or not isinstance(doublings, int) or not 1 <= doublings <= 8:
+        raise ValueError(
+            f"doublings={doublings}: allowed: an integer from 1 to 8 (the line reaches 2^doublings x MACs)."
+        )
+    base_macs = sweep.macs_of(base.model, {})
+    points = []
+    for k in range(doublings + 1):
+        # The line's end reaches 2^doublings x, the others are the closest to their budget.
+        found, macs = equal_flops.solve(base.model, dimension, base_macs * 2**k, at_least=k == doublings)
+        value = found[dimension]
+        if dimension == "resolution":
+            name, overrides = f"resolution-{int(value)}", {"model.resolution": int(value)}
+        else:
+            name, overrides = f"{dimension}-{fmt(value)}", {f"model.{dimension}": value}
+        if points and points[-1]["name"] == name:
+            continue  # two budgets on one rounding step: one point
+        points.append(sweep.point(name, dimension, overrides, doubling=k, solved_macs=macs))
+    return points
+
+
+def line(
+    base: ml_collections.ConfigDict, dimension: str, args: Mapping[str, Any], key: str, default: tuple[float, ...]
+):
+    """A single-dimension line from the argument: `key`=V1/V2/... or doublings=N (not both)."""
+    if args.get("doublings") is not None:
+        if args.get(key) is not None:
+            raise ValueError(f"{key}={args[key]} and doublings={args['doublings']}: allowed: one of them, not both.")
+        return doubling_points(base, dimension, args["doublings"])
+    return single_dimension(base, dimension, values(args.get(key), default))
+
+
+def coefficients(value: Any) -> tuple[float, float, float]:
+    """The coefficients=A/B/G argument (alpha, beta, gamma of compound scaling), each >= 1."""
+    allowed = "allowed: three numbers >= 1 separated by '/', alpha/beta/gamma, e.g. coefficients=1.2/1.1/1.15"
+    try:
+        out = tuple(float(v) for v in str(value).split("/"))
+    except ValueError:
+        raise ValueError(f"coefficients={value}: {allowed}.") from None
+    if len(out) != 3 or min(out) < 1:
+        raise ValueError(f"coefficients={value}: {allowed}.")
+    return out  # type: ignore[return-value]
+
+
+def coefficients_label(alpha: float, beta: float, gamma: float) -> str:
+    """alpha/beta/gamma as the `coefficients` column writes them: '1.2/1.1/1.15'."""
+    return "/".join(fmt(v) for v in (alpha, beta, gamma))

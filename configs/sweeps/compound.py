@@ -9,7 +9,16 @@ Expected: the compound line lies above every single-dimension line at equal mult
 default (Fashion-MNIST, 32 px, 2 epochs): phi 0 .. 3, 4 points, ~21x B0-at-32px multiply-adds
 in all; resolution rounds to 2 px here, and at 32 px the first resolution step (32 -> 36 px)
 alone costs 2.4x (see configs/sweeps/resolution.py), so phi = 1 is ~4.4x B0, not 2x.
-Argument: dataset=NAME, scale=auto|paper|small, phis=P1/P2/..., alpha=, beta=, gamma=.
+The alpha / beta / gamma search's winner (configs/sweeps/abg_grid.py; `--mode=report` names it) is
+run with `coefficients=A/B/G` into a workdir of its own; its points keep the names compound-phiN, and
+`network` (compound-aA-bB-gG-phiN) and `series` tell the lines apart when one folder holds both:
+
+    python launch.py --config configs/sweeps/compound.py:coefficients=1.4/1.1/1.1,seeds=3 --workdir sweeps/cmp/grid
+    python launch.py --config configs/sweeps/compound.py:seeds=3 --workdir sweeps/cmp/paper
+    python launch.py --config configs/sweeps/compound.py --workdir sweeps/cmp --mode=report
+
+Argument: dataset=NAME, scale=auto|paper|small, phis=P1/P2/..., coefficients=A/B/G or alpha=, beta=,
+gamma= (default the paper's 1.2/1.1/1.15), seeds=N|S1/S2/... (configs/sweeps/base.py).
 """
 
 from __future__ import annotations
@@ -24,15 +33,32 @@ SMALL = (0.0, 1.0, 2.0, 3.0)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """`arg`: dataset=NAME,scale=auto|paper|small,phis=P1/P2/...,alpha=A,beta=B,gamma=G."""
-    a = base.parse(arg, phis=None, alpha=scaling.ALPHA, beta=scaling.BETA, gamma=scaling.GAMMA)
+    """`arg`: dataset=NAME,scale=auto|paper|small,phis=P1/P2/...,coefficients=A/B/G or alpha=A,beta=B,gamma=G,seeds=."""
+    a = base.parse(arg, phis=None, coefficients=None, alpha=None, beta=None, gamma=None)
     paper = base.is_paper(a)
     c = base.get_config(a["dataset"], paper)
-    abg = {"model.alpha": float(a["alpha"]), "model.beta": float(a["beta"]), "model.gamma": float(a["gamma"])}
-    scaling.compound(0.0, *abg.values())  # rejects coefficients below 1 now, not at run time
-    points = [
-        sweep.point(f"compound-phi{base.fmt(phi)}", "compound", {"model.phi": float(phi), **abg})
-        for phi in base.values(a["phis"], PAPER if paper else SMALL)
-    ]
-    c.sweep = sweep.block("compound", points)
-    return c
+    abg = resolve_coefficients(a)
+    scaling.compound(0.0, *abg)  # rejects coefficients below 1 now, not at run time
+    label = base.coefficients_label(*abg)
+    own = abg != (scaling.ALPHA, scaling.BETA, scaling.GAMMA)
+    points = []
+    for phi in base.values(a["phis"], PAPER if paper else SMALL):
+        name = f"compound-phi{base.fmt(phi)}"
+        # Other coefficients: their own line, and a network name of their own (a workdir per line keeps the names).
+        meta = {"network": f"compound-a{base.fmt(abg[0])}-b{base.fmt(abg[1])}-g{base.fmt(abg[2])}-phi{base.fmt(phi)}"}
+        overrides = {"model.phi": float(phi), "model.alpha": abg[0], "model.beta": abg[1], "model.gamma": abg[2]}
+        series = f"compound {label}" if own else "compound"
+        points.append(sweep.point(name, "compound", overrides, series, coefficients=label, **(meta if own else {})))
+    return base.finish(c, "compound", points, a)
+
+
+def resolve_coefficients(a: dict) -> tuple[float, float, float]:
+    """(alpha, beta, gamma) from coefficients=A/B/G or alpha=, beta=, gamma= (the paper's where not given)."""
+    single = {k: a[k] for k in ("alpha", "beta", "gamma") if a[k] is not None}
+    if a["coefficients"] is not None:
+        if single:
+            given = ", ".join(f"{k}={v}" for k, v in single.items())
+            raise ValueError(f"coefficients={a['coefficients']} and {given}: allowed: one of the two forms, not both.")
+        return base.coefficients(a["coefficients"])
+    paper = {"alpha": scaling.ALPHA, "beta": scaling.BETA, "gamma": scaling.GAMMA}
+    return tuple(float(single.get(k, v)) for k, v in paper.items())  # type: ignore[return-value]

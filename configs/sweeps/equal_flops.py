@@ -19,11 +19,14 @@ four strategies can meet within ~3%; elsewhere resolution or compound may miss b
 Every point sets width, depth and resolution explicitly (compound: the base values plus phi), so
 it is self-contained; the solution is made for the base model of this file, so change the model
 through the argument (dataset, scale), not with --config.model.* on the command line.
-Argument: dataset=NAME, scale=auto|paper|small, budgets=B1/B2/..., alpha=, beta=, gamma=.
+Argument: dataset=NAME, scale=auto|paper|small, budgets=B1/B2/..., alpha=, beta=, gamma=,
+seeds=N|S1/S2/... (configs/sweeps/base.py).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 import ml_collections
@@ -37,8 +40,11 @@ SMALL = (3.8, 8.0)
 STRATEGIES = ("depth", "width", "resolution", "compound")
 
 
-def solve(model: ml_collections.ConfigDict, strategy: str, target: float) -> tuple[dict[str, Any], int]:
-    """The overrides (paths under `model`) scaling `model` by `strategy` closest to `target` MACs."""
+def solve(
+    model: ml_collections.ConfigDict, strategy: str, target: float, at_least: bool = False
+) -> tuple[dict[str, Any], int]:
+    """The overrides (paths under `model`) scaling `model` by `strategy` closest to `target` MACs
+    (`at_least`: the cheapest at or above it)."""
     w0, d0 = float(model.width or 1.0), float(model.depth or 1.0)
     r0 = int(model.resolution or scaling.preset(model.preset or "b0").resolution)
     fixed = {"width": w0, "depth": d0, "resolution": r0, "phi": None}
@@ -51,12 +57,32 @@ def solve(model: ml_collections.ConfigDict, strategy: str, target: float) -> tup
         return {**fixed, strategy: (w0 if strategy == "width" else d0) * m}
 
     lo = 0.0 if strategy == "compound" else 1.0
-    m, macs = sweep.bisect_multiplier(lambda v: sweep.macs_of(model, overrides(v)), target, lo, 2.0)
+    macs_fn = lambda v: sweep.macs_of(model, overrides(v))  # noqa: E731
+    m, macs = sweep.bisect_multiplier(macs_fn, target, lo, 2.0)
+    if at_least and macs < target:
+        m, macs = step_above(macs_fn, m, target)
     return overrides(m), macs
 
 
+def step_above(macs_fn: Callable[[float], int], m: float, target: float, iters: int = 40) -> tuple[float, int]:
+    """The smallest multiplier above `m` whose MACs reach `target` (MACs never fall as it grows), with
+    the fewest decimals on the same rounding step. Returns (multiplier, MACs)."""
+    lo, hi = m, 2 * m
+    while macs_fn(hi) < target:
+        lo, hi = hi, 2 * hi
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (lo, mid) if macs_fn(mid) >= target else (mid, hi)
+    macs = macs_fn(hi)
+    for digits in range(1, 7):
+        nice = math.ceil(hi * 10**digits) / 10**digits
+        if macs_fn(nice) == macs:
+            return nice, macs
+    return hi, macs
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """`arg`: dataset=NAME,scale=auto|paper|small,budgets=B1/B2/...,alpha=A,beta=B,gamma=G."""
+    """`arg`: dataset=NAME,scale=auto|paper|small,budgets=B1/B2/...,alpha=A,beta=B,gamma=G,seeds=."""
     a = base.parse(arg, budgets=None, alpha=scaling.ALPHA, beta=scaling.BETA, gamma=scaling.GAMMA)
     paper = base.is_paper(a)
     c = base.get_config(a["dataset"], paper)
@@ -79,5 +105,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                     solved_macs=macs,
                 )
             )
-    c.sweep = sweep.block("equal_flops", points)
-    return c
+    return base.finish(c, "equal_flops", points, a)

@@ -11,7 +11,8 @@ Any other grid is a few lines in a file like this one: build the base config, li
 `sweep.point(name, strategy, {dotted.config.path: value, ...}, series=..., **extra_columns)`
 and set `c.sweep = sweep.block(name, points)`; any config field can be an override (for
 example 'train.learning_rate' or 'model.drop_path').
-Argument: dataset=NAME, scale=auto|paper|small, widths=, depths=, resolutions= ('/' separates).
+Argument: dataset=NAME, scale=auto|paper|small, widths=, depths=, resolutions= ('/' separates),
+seeds=N|S1/S2/... (every point once per seed; configs/sweeps/base.py).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from effscale import sweep
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """`arg`: dataset=NAME,scale=auto|paper|small,widths=W1/W2,depths=D1/D2,resolutions=R1/R2 (pixels)."""
+    """`arg`: dataset=NAME,scale=auto|paper|small,widths=W1/W2,depths=D1/D2,resolutions=R1/R2 (pixels),seeds=."""
     a = base.parse(arg, widths=None, depths=None, resolutions=None)
     c = base.get_config(a["dataset"], base.is_paper(a))
     widths = base.values(a["widths"], (1.0,))
@@ -45,5 +46,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 series=series,
             )
         )
-    c.sweep = sweep.block("grid", points)
-    return c
+    return base.finish(c, "grid", points, a)

@@ -22,7 +22,8 @@ steps are multiples of 16 px because at 32 px the deep stages' maps are ceil(r /
 each of B0's one-block stages into two at any depth above 1 (see README, "What the sweeps show").
 
 Argument: dataset=NAME, scale=small|paper, epochs=E, budget=B (multiple of the base MACs),
-widths=, depths=, resolutions= (pixels), phis= ('/' separates; the equal-budget points are added).
+widths=, depths=, resolutions= (pixels), phis= ('/' separates; the equal-budget points are added),
+seeds=N|S1/S2/... (configs/sweeps/base.py).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def _name(strategy: str, found: dict[str, Any]) -> str:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """`arg`: dataset=NAME,scale=small|paper,epochs=E,budget=B,widths=..,depths=..,resolutions=..,phis=.."""
+    """`arg`: dataset=NAME,scale=small|paper,epochs=E,budget=B,widths=..,depths=..,resolutions=..,phis=..,seeds=."""
     a = base.parse(arg, epochs=EPOCHS, budget=BUDGET, widths=None, depths=None, resolutions=None, phis=None)
     c = base.get_config(a["dataset"], base.is_paper(a))
     c.train.num_epochs = float(a["epochs"])
@@ -71,8 +72,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         for found in sorted(founds, key=lambda f: sweep.macs_of(m, f)):
             meta = {"target_macs": int(round(target)), "budget": f"{a['budget']:g}x"} if found == budget_point else {}
             points.append(sweep.point(_name(strategy, found), strategy, _overrides(found), **meta))
-    c.sweep = sweep.block("reproduce", points)
-    return c
+    return base.finish(c, "reproduce", points, a)
 
 
 def _overrides(found: dict[str, Any]) -> dict[str, Any]:

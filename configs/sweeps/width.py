@@ -9,8 +9,10 @@
 
 Expected: top-1 rises with width and saturates (paper: w 1.0 -> 5.0 on ImageNet, ~77% to ~80%,
 most of the gain by w ~2). Small default (Fashion-MNIST, 32 px, 2 epochs): w 0.5 .. 2 (5 points,
-~8x B0-at-32px multiply-adds in all). Argument: dataset=NAME, scale=auto|paper|small,
-widths=W1/W2/... (multipliers separated by '/').
+~8x B0-at-32px multiply-adds in all). `doublings=4` instead: widths solved to 1, 2, 4, 8 and 16x
+B0's multiply-adds (w 1 .. 4.18 at 32 px), the line the saturation claim needs.
+Argument: dataset=NAME, scale=auto|paper|small, widths=W1/W2/... (multipliers separated by '/')
+or doublings=N, seeds=N|S1/S2/... (configs/sweeps/base.py).
 """
 
 from __future__ import annotations
@@ -18,17 +20,15 @@ from __future__ import annotations
 import ml_collections
 
 from configs.sweeps import base
-from effscale import sweep
 
 PAPER = (1.0, 1.4, 1.8, 2.2, 2.6, 3.0, 3.8, 5.0)
 SMALL = (0.5, 0.75, 1.0, 1.5, 2.0)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """`arg`: dataset=NAME,scale=auto|paper|small,widths=W1/W2/..."""
-    a = base.parse(arg, widths=None)
+    """`arg`: dataset=NAME,scale=auto|paper|small,widths=W1/W2/... or doublings=N,seeds=N|S1/S2/..."""
+    a = base.parse(arg, widths=None, doublings=None)
     paper = base.is_paper(a)
     c = base.get_config(a["dataset"], paper)
-    points = base.single_dimension(c, "width", base.values(a["widths"], PAPER if paper else SMALL))
-    c.sweep = sweep.block("width", points)
-    return c
+    points = base.line(c, "width", a, "widths", PAPER if paper else SMALL)
+    return base.finish(c, "width", points, a)

@@ -8,7 +8,7 @@ equal multiply-adds the line with deeper AND higher-resolution networks is highe
 d=2, r=1.3 reaches higher accuracy than width alone at the same FLOPs). Each (d, r) is one
 series in the table and one line in the figure. Small default (Fashion-MNIST, 32 px, 2 epochs):
 w 0.5 / 1 / 1.5 at each setting, 12 points, ~39x B0-at-32px multiply-adds in all (r=1.3 -> 42 px).
-Argument: dataset=NAME, scale=auto|paper|small, widths=W1/W2/...
+Argument: dataset=NAME, scale=auto|paper|small, widths=W1/W2/..., seeds=N|S1/S2/... (configs/sweeps/base.py).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ SMALL = (0.5, 1.0, 1.5)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """`arg`: dataset=NAME,scale=auto|paper|small,widths=W1/W2/..."""
+    """`arg`: dataset=NAME,scale=auto|paper|small,widths=W1/W2/...,seeds=N|S1/S2/..."""
     a = base.parse(arg, widths=None)
     paper = base.is_paper(a)
     c = base.get_config(a["dataset"], paper)
@@ -41,5 +41,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                     series=series,
                 )
             )
-    c.sweep = sweep.block("width_at_depth_resolution", points)
-    return c
+    return base.finish(c, "width_at_depth_resolution", points, a)

@@ -1,0 +1,177 @@
+"""Training time from a network's counts: seconds per training image = k1 * MACs + k2 * activations + c.
+
+Multiply-adds alone do not predict speed (see the time_vs_macs figure): memory traffic, which
+grows with the activations, and a fixed cost per image (input pipeline, small kernels) matter
+too. The three coefficients are fitted by least squares on a sweep's finished points, from their
+measured train_images_per_sec (or step_time_s / batch_size), one fit per device: the device kind,
+with the device count when above 1 (eight chips train eight times the images of one). A fit
+needs MIN_POINTS points; its error on a point is measured leave-one-out (refit without the point,
+predict it), which needs one point more.
+
+`--mode=status` uses it to predict each unfinished point's training time: the images it will
+train (train.num_steps x batch size, else epochs x the dataset's training examples, as the
+finished points measured them) times the predicted seconds per image. Compilation and
+evaluation are not in the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+MIN_POINTS = 3  # three coefficients
+
+Row = Mapping[str, Any]
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    return float(v) if math.isfinite(v) else None
+
+
+def device_of(row: Row) -> str | None:
+    """The device a row was measured on: its device kind, 'KIND xN' for N devices (N > 1)."""
+    kind = row.get("device_kind")
+    if not kind:
+        return None
+    count = _num(row.get("device_count"))
+    return f"{kind} x{int(count)}" if count and count > 1 else str(kind)
+
+
+def seconds_per_image(row: Row) -> float | None:
+    """Measured training seconds per image: 1 / train_images_per_sec, else step time / batch size."""
+    ips = _num(row.get("train_images_per_sec"))
+    if ips and ips > 0:
+        return 1.0 / ips
+    step, batch = _num(row.get("train_step_time_s")), _num(row.get("batch_size"))
+    return step / batch if step and batch and step > 0 and batch > 0 else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """One finished point: its counts and measured seconds per image."""
+
+    point: str
+    macs: float
+    activations: float
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class CostFit:
+    """seconds per image = k1 * MACs + k2 * activations + c on `device`, from `n` points."""
+
+    device: str
+    k1: float
+    k2: float
+    c: float
+    n: int
+
+    def seconds_per_image(self, macs: float, activations: float) -> float | None:
+        """The predicted seconds per image; None where the fit predicts no positive time."""
+        value = self.k1 * macs + self.k2 * activations + self.c
+        return value if value > 0 else None
+
+
+def samples(rows: Sequence[Row]) -> dict[str, list[Sample]]:
+    """Finished rows with counts and a measured time, by device (device_of)."""
+    out: dict[str, list[Sample]] = {}
+    for r in rows:
+        macs, acts, secs, device = _num(r.get("macs")), _num(r.get("activations")), seconds_per_image(r), device_of(r)
+        if r.get("status") == "done" and macs and acts and secs and device:
+            out.setdefault(device, []).append(Sample(str(r.get("point")), macs, acts, secs))
+    return out
+
+
+def fit_samples(device: str, points: Sequence[Sample]) -> CostFit | None:
+    """Least squares of seconds on (MACs, activations, 1); None with fewer than MIN_POINTS points."""
+    if len(points) < MIN_POINTS:
+        return None
+    x = np.array([[p.macs, p.activations, 1.0] for p in points])
+    y = np.array([p.seconds for p in points])
+    scale = np.abs(x).max(axis=0)  # MACs ~1e7, activations ~1e6, 1: columns of one size condition the solve
+    coef, *_ = np.linalg.lstsq(x / scale, y, rcond=None)
+    k1, k2, c = (coef / scale).tolist()
+    return CostFit(device, k1, k2, c, len(points))
+
+
+def fit(rows: Sequence[Row]) -> dict[str, CostFit]:
+    """One CostFit per device with at least MIN_POINTS finished points."""
+    fits = {device: fit_samples(device, pts) for device, pts in samples(rows).items()}
+    return {device: f for device, f in fits.items() if f is not None}
+
+
+def leave_one_out(device: str, points: Sequence[Sample]) -> dict[str, float]:
+    """Per point: (predicted - measured) / measured seconds per image, the prediction fitted without it.
+
+    Empty with fewer than MIN_POINTS + 1 points (the refit needs MIN_POINTS).
+    """
+    out = {}
+    for k, p in enumerate(points):
+        rest = fit_samples(device, [q for j, q in enumerate(points) if j != k])
+        predicted = rest.seconds_per_image(p.macs, p.activations) if rest else None
+        if predicted is not None:
+            out[p.point] = (predicted - p.seconds) / p.seconds
+    return out
+
+
+def train_examples(rows: Sequence[Row]) -> dict[str, int]:
+    """Training examples per dataset as finished runs saw them: steps_per_epoch x batch_size (the largest)."""
+    out: dict[str, int] = {}
+    for r in rows:
+        spe, batch, dataset = _num(r.get("steps_per_epoch")), _num(r.get("batch_size")), r.get("dataset")
+        if r.get("status") == "done" and spe and batch and dataset:
+            out[str(dataset)] = max(out.get(str(dataset), 0), int(spe * batch))
+    return out
+
+
+def images(train: Any, examples: int | None) -> float | None:
+    """Images a run of `train` (a config's train block) trains: num_steps x batch, else epochs x examples."""
+    steps, batch, epochs = _num(train.get("num_steps")), _num(train.get("batch_size")), _num(train.get("num_epochs"))
+    if steps and batch:
+        return steps * batch
+    return epochs * examples if epochs and examples else None
+
+
+def annotate(
+    status_rows: Sequence[Row], finished: Sequence[Row], trains: Sequence[Any], datasets: Sequence[str]
+) -> list[dict[str, Any]]:
+    """`status_rows` with the cost model's columns: 'predicted_s' (wall time of an unfinished point's
+    training), 'cost_error' (a finished point's leave-one-out error) and 'cost_basis' (the device and
+    point count of the fit used, on unfinished rows). `finished`: the sweep's table rows (results.point_row);
+    `trains`, `datasets`: each status row's train config block and dataset name.
+    """
+    by_device = samples(finished)
+    fits = {d: f for d, pts in by_device.items() if (f := fit_samples(d, pts)) is not None}
+    errors = {name: e for d, pts in by_device.items() for name, e in leave_one_out(d, pts).items()}
+    examples = train_examples(finished)
+    # Unfinished points run on the device most of the finished ones ran on.
+    device = max(fits, key=lambda d: (fits[d].n, d), default=None)
+    out = []
+    for row, train, dataset in zip(status_rows, trains, datasets, strict=True):
+        row = dict(row)
+        if row.get("state") == "done":
+            row["cost_error"] = errors.get(str(row.get("point")))
+        elif device is not None:
+            secs = fits[device].seconds_per_image(_num(row.get("macs")) or 0.0, _num(row.get("activations")) or 0.0)
+            n_images = images(train, examples.get(dataset))
+            row["predicted_s"] = secs * n_images if secs and n_images else None
+            row["cost_basis"] = f"{device}, {fits[device].n} points"
+        out.append(row)
+    return out
+
+
+def duration(seconds: float | None) -> str:
+    """Seconds as people read them: 45 s, 12 min, 3.4 h; '-' for None."""
+    if seconds is None:
+        return "-"
+    if seconds < 100:
+        return f"{seconds:.0f} s"
+    if seconds < 6000:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
