@@ -8,7 +8,9 @@ python launch.py --config configs/compound_phi2.py --workdir runs/phi2 --mode=ev
 Without --workdir a run goes to runs/<config file name>[_<config argument>]. A second
 run with the same workdir resumes from its latest checkpoint. Multi-host: pass
 --multihost (or run under a launcher that sets JAX_COORDINATOR_ADDRESS, SLURM or
-Open MPI variables, or on a Cloud TPU slice); each process runs the same command.
+Open MPI variables, or on a Cloud TPU slice); each process runs the same command. A sharded
+sweep's tasks and SLURM array tasks are independent jobs: they join one only with --multihost.
+A sweep on a cluster: --mode=launch --launcher=slurm|k8s|tpu prints what to submit.
 Exit status: 0 done, 1 the loss diverged or a write failed for want of space or permission (disk
 full, read-only, quota: the last good checkpoint is kept; rerun to resume once fixed), 2 a bad
 command line, config or workdir, or no checkpoint of the workdir restores (each one line
@@ -31,9 +33,10 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, optional
 _MODE = flags.DEFINE_enum(
     "mode",
     "train",
-    ["info", "train", "eval", "status", "collect", "plot", "report"],
+    ["info", "train", "eval", "status", "collect", "plot", "report", "launch"],
     "info: describe the network; train / eval: one run (or every point of a sweep config); "
-    "status / collect / plot / report: a sweep's progress, results tables, figures and the paper's claims judged.",
+    "status / collect / plot / report: a sweep's progress, results tables, figures and the paper's claims judged; "
+    "launch: print what to submit to run a sweep on a cluster (--launcher).",
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, result.json).")
 _JSON = flags.DEFINE_bool("json", False, "--mode=info: print one JSON object instead of a table.")
@@ -42,7 +45,8 @@ _MULTIHOST = flags.DEFINE_bool(
     "multihost",
     None,
     "Join a multi-process JAX job (jax.distributed.initialize) before anything runs. "
-    "Default: detected from the environment (JAX_COORDINATOR_ADDRESS, SLURM, Open MPI, Cloud TPU slice).",
+    "Default: detected from the environment (JAX_COORDINATOR_ADDRESS, SLURM, Open MPI, Cloud TPU slice), "
+    "except that a sharded sweep (--sweep_shard) and a SLURM array task never join without --multihost.",
 )
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "--multihost: host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "--multihost: number of processes.")
@@ -52,8 +56,20 @@ _SWEEP_SHARD = flags.DEFINE_string(
     None,
     "Sweep configs (configs/sweeps/): run only share i/n of the points, 0 <= i < n (point k of the "
     "declared order belongs to shard k % n); 'auto': i/n from the scheduler (SLURM array, Kubernetes "
-    "Indexed Job, TPU VMs, EFFSCALE_SHARD); 'claim': take the next unclaimed point until none is left. "
+    "Indexed Job, EFFSCALE_SHARD); 'claim': take the next unclaimed point until none is left. "
     "A sharded sweep's processes are independent jobs: they join a multi-host job only with --multihost.",
+)
+_LAUNCHER = flags.DEFINE_string(
+    "launcher",
+    None,
+    "--mode=launch: slurm (an sbatch array script), k8s (a Kubernetes Indexed Job) or tpu (gcloud commands, "
+    "one TPU slice per shard). Printed to stdout; edit the values marked EDIT, then submit.",
+)
+_NUM_SHARDS = flags.DEFINE_integer(
+    "num_shards",
+    None,
+    "--mode=launch: how many tasks share the sweep's points (1 to the number of points). "
+    "Default: one per point, at most 64.",
 )
 
 
@@ -71,10 +87,14 @@ def main(argv: list[str]) -> int:
     is_sweep = "sweep" in config  # configs/sweeps/*.py: named points over a base config
     workdir = _WORKDIR.value or _default_workdir(is_sweep)
     try:
-        cli.check_command(argv[1:], _MODE.value, is_sweep, _SWEEP_SHARD.value, workdir, bool(_WORKDIR.value))
+        cli.check_command(
+            argv[1:], _MODE.value, is_sweep, _SWEEP_SHARD.value, workdir, bool(_WORKDIR.value), _LAUNCHER.value
+        )
     except cli.CommandLineError as e:
         print(f"effscale: error: {e}", file=sys.stderr)
         return 2
+    if _MODE.value == "launch":  # prints text only: no JAX
+        return _launch(config, workdir)
     if is_sweep:
         return _sweep(config, _MODE.value, workdir)
     if _MODE.value == "info":
@@ -109,6 +129,26 @@ def _default_workdir(is_sweep: bool) -> str:
     return os.path.join("sweeps" if is_sweep else "runs", name)
 
 
+def _launch(config, workdir: str) -> int:
+    """Prints the --launcher's script or manifest for this sweep config and workdir."""
+    from effscale import launchers, sweep
+
+    overrides = cli.override_paths(sys.argv)
+    try:
+        if overrides:  # the printed command carries the config argument only: they would be lost
+            raise ValueError(
+                f"--config.{overrides[0]}: --mode=launch does not carry --config.* overrides into the tasks' "
+                "command; put the change in the config file or its argument (file.py:arg)."
+            )
+        shards = launchers.num_shards(_NUM_SHARDS.value, len(config.sweep.points), _SWEEP_SHARD.value)
+        argument = config_flags.get_config_filename(flags.FLAGS["config"])
+        print(launchers.render(_LAUNCHER.value, argument, workdir, shards, sweep.sweep_name(config)), end="")
+    except ValueError as e:
+        print(f"effscale: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _sweep(config, mode: str, workdir: str) -> int:
     """Every point of a sweep (or this process' --sweep_shard of them), its status, table or figures."""
     from effscale import sweep
@@ -116,7 +156,7 @@ def _sweep(config, mode: str, workdir: str) -> int:
     if mode != "train":
         return sweep.main(config, workdir, mode, _SWEEP_SHARD.value)
     # Each shard is a job of its own: `srun -n 8 ... --sweep_shard=auto` is eight sweeps, not one multi-host job.
-    _start_jax(sharded=bool(_SWEEP_SHARD.value))
+    _start_jax(sweep_shard=_SWEEP_SHARD.value)
     from effscale import compile_cache, train
 
     # Repeats of a network (seeds, reruns, other shards and hosts) load its compiled steps from here.
@@ -128,20 +168,14 @@ def _sweep(config, mode: str, workdir: str) -> int:
         return 128 + (e.signum or signal.SIGTERM)
 
 
-def _start_jax(sharded: bool = False) -> None:
-    """Joins a multi-host job when asked or detected, and routes the trainer's progress to stderr.
-
-    The one rule: --multihost decides when given; otherwise the environment does
-    (parallel.multihost_from_env), except for a sharded sweep (`sharded`), whose processes are
-    independent jobs however many tasks the scheduler started.
-    """
+def _start_jax(sweep_shard: str | None = None) -> None:
+    """Joins a multi-host job when asked or detected (the rule: parallel.multihost_from_env), and routes
+    the trainer's progress to stderr."""
     import logging
 
     from effscale import parallel
 
-    explicit = _MULTIHOST.value
-    multihost = explicit if explicit is not None else not sharded and parallel.multihost_from_env()
-    if multihost:  # before anything else touches jax
+    if parallel.multihost_from_env(sweep_shard=sweep_shard, explicit=_MULTIHOST.value):  # before anything touches jax
         parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
 
     import jax
@@ -184,14 +218,18 @@ def _train_or_eval(config, mode: str, workdir: str) -> int:
     except train.NonFiniteLossError as e:
         print(f"effscale: error: {e}", file=sys.stderr)
         return 1
-    except (errors.StorageError, OSError) as e:  # a full or read-only disk is one line, other OSErrors a traceback
-        storage = errors.as_storage_error(e)
-        if storage is None:
-            raise
-        return _storage_failed(storage)
     except train.Interrupted as e:
         print(f"effscale: {e}", file=sys.stderr)
         return 128 + (e.signum or signal.SIGTERM)
+    # A full or read-only disk is one line whichever writer meets it (orbax, the metrics log, TensorFlow's
+    # TensorBoard writer, which raises its own error types); any other failure keeps its traceback.
+    except Exception as e:
+        from effscale import checkpoint
+
+        storage = errors.as_storage_error(e, workdir, checkpoint.newest_step(workdir))
+        if storage is None:
+            raise
+        return _storage_failed(storage)
     if jax.process_index() == 0:
         print(_summary(out))
     return 0

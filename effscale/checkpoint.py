@@ -235,6 +235,12 @@ def has_checkpoint(workdir: str) -> bool:
     return bool(_complete_steps(os.path.join(workdir, "checkpoints")))
 
 
+def newest_step(workdir: str) -> int | None:
+    """The step of `workdir`'s newest complete checkpoint, read from the disk (None when there is none)."""
+    steps = _complete_steps(os.path.join(workdir, "checkpoints"))
+    return steps[-1] if steps else None
+
+
 def _differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
     out = []
     for key in sorted(set(old) | set(new)):

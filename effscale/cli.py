@@ -20,7 +20,7 @@ from effscale.shard import CLAIM, resolve_shard
 
 # Modes that write into the workdir (eval writes eval.json); status only reads it.
 WRITING_MODES = frozenset({"train", "eval", "collect", "plot", "report"})
-SWEEP_MODES = frozenset({"status", "collect", "plot", "report"})
+SWEEP_MODES = frozenset({"status", "collect", "plot", "report", "launch"})
 _CONFIG_ARG = re.compile(r"-{1,2}config(?:=(.*))?")
 _OVERRIDE_ARG = re.compile(r"-{1,2}(?:no)?config\.([^=]+)(?:=.*)?")
 _CONFIG_FILE_ERROR = "Error whilst parsing config file:"  # ml_collections' wrapper around a config's own error
@@ -121,7 +121,13 @@ def load_config(argument: str) -> Any:
 
 
 def check_command(
-    extra_args: Sequence[str], mode: str, is_sweep: bool, shard: str | None, workdir: str, workdir_given: bool
+    extra_args: Sequence[str],
+    mode: str,
+    is_sweep: bool,
+    shard: str | None,
+    workdir: str,
+    workdir_given: bool,
+    launcher: str | None = None,
 ) -> None:
     """Everything about a parsed command line that can be judged without running anything."""
     if extra_args:
@@ -133,6 +139,7 @@ def check_command(
             f"--mode={mode} takes a sweep config (configs/sweeps/*.py), not a single run's; "
             "a single run's figures are in <workdir>/result.json (--mode=eval re-evaluates its checkpoint)."
         )
+    check_launcher(mode, launcher)
     if shard:
         if not is_sweep:
             raise CommandLineError(f"--sweep_shard={shard} takes a sweep config (configs/sweeps/*.py).")
@@ -144,6 +151,17 @@ def check_command(
     if mode != "info":
         flag = f"--workdir={workdir}" if workdir_given else f"the default workdir {workdir} (--workdir sets another)"
         check_workdir(workdir, writes=mode in WRITING_MODES, flag=flag)
+
+
+def check_launcher(mode: str, launcher: str | None) -> None:
+    """--launcher names a known launcher with --mode=launch, and comes with no other mode."""
+    from effscale.launchers import KINDS
+
+    if mode == "launch" and launcher not in KINDS:
+        given = f"--launcher={launcher}" if launcher else "--launcher is missing"
+        raise CommandLineError(f"--mode=launch: {given}; give --launcher={'|'.join(KINDS)}.")
+    if mode != "launch" and launcher:
+        raise CommandLineError(f"--launcher={launcher} takes --mode=launch (it prints what to submit).")
 
 
 def check_workdir(workdir: str, writes: bool, flag: str) -> None:

@@ -17,6 +17,8 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from effscale import shard
+
 DATA_AXIS = "data"
 
 # Environment variables that mean "this process is one of several": set by the usual
@@ -24,9 +26,24 @@ DATA_AXIS = "data"
 _MULTIHOST_ENV = ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES")
 
 
-def multihost_from_env(environ: Mapping[str, str] | None = None) -> bool:
-    """True when the environment describes a multi-process job (see `_MULTIHOST_ENV`)."""
+def multihost_from_env(
+    environ: Mapping[str, str] | None = None, *, sweep_shard: str | None = None, explicit: bool | None = None
+) -> bool:
+    """Whether this process joins a multi-process JAX job (jax.distributed) before anything runs.
+
+    The rule, in order:
+    1. `explicit` (--multihost / --nomultihost) decides when given.
+    2. Independent tasks never join: a sharded sweep (`sweep_shard` 'auto', 'claim' or i/n with n > 1)
+       and a SLURM array task (SLURM_ARRAY_TASK_ID set). `srun -n 8 ... --sweep_shard=auto` is eight
+       sweeps, not one job of eight processes, though SLURM_NTASKS=8 is what a multi-host job sees too.
+    3. Otherwise the environment decides (`_MULTIHOST_ENV`): SLURM_NTASKS or OMPI_COMM_WORLD_SIZE above
+       1, JAX_COORDINATOR_ADDRESS set, or TPU_WORKER_HOSTNAMES naming more than one host.
+    """
+    if explicit is not None:
+        return explicit
     env = os.environ if environ is None else environ
+    if _independent_shard(sweep_shard) or "SLURM_ARRAY_TASK_ID" in env:
+        return False
     if env.get("SLURM_NTASKS", "1") not in ("", "1"):
         return True
     if env.get("OMPI_COMM_WORLD_SIZE", "1") not in ("", "1"):
@@ -34,6 +51,15 @@ def multihost_from_env(environ: Mapping[str, str] | None = None) -> bool:
     if "," in env.get("TPU_WORKER_HOSTNAMES", ""):
         return True
     return bool(env.get("JAX_COORDINATOR_ADDRESS"))
+
+
+def _independent_shard(text: str | None) -> bool:
+    """--sweep_shard names one of several independent shares ('0/1' and no flag are the whole sweep)."""
+    if not text:
+        return False
+    if text in (shard.AUTO, shard.CLAIM):
+        return True
+    return shard.parse_shard(text)[1] > 1
 
 
 def initialize(

@@ -4,7 +4,9 @@ Three forms:
 
 - ``i/n``: shard i of n, typed by hand (0 <= i < n); point k of the declared order is shard k % n.
 - ``auto``: i and n read from the scheduler that started this process (`from_environment`):
-  a SLURM array, a Kubernetes Indexed Job, Cloud TPU VMs, or ``EFFSCALE_SHARD=i/n``.
+  a SLURM array, a Kubernetes Indexed Job, or ``EFFSCALE_SHARD=i/n``. Not TPU_WORKER_ID: it numbers
+  the hosts of one TPU slice, which run one shard together as one multi-host job; the TPU launcher
+  (effscale.launchers.tpu) gives each slice its shard explicitly.
 - ``claim``: no fixed share; workers take the next unclaimed point (effscale.claims).
 """
 
@@ -20,8 +22,7 @@ NUM_SHARDS_ENV = "EFFSCALE_NUM_SHARDS"
 SHARD_ENV = "EFFSCALE_SHARD"
 _LOOKED_FOR = (
     "SLURM_ARRAY_TASK_ID (+ SLURM_ARRAY_TASK_COUNT or _MAX, _MIN, _STEP), "
-    f"JOB_COMPLETION_INDEX + {NUM_SHARDS_ENV} (Kubernetes Indexed Job), "
-    f"TPU_WORKER_ID + {NUM_SHARDS_ENV} (Cloud TPU VMs), {SHARD_ENV}=i/n"
+    f"JOB_COMPLETION_INDEX + {NUM_SHARDS_ENV} (Kubernetes Indexed Job), {SHARD_ENV}=i/n"
 )
 
 
@@ -45,8 +46,10 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 
 def resolve_shard(text: str | None, environ: Mapping[str, str]) -> tuple[int, int]:
-    """(i, n) for --sweep_shard `text`: 'i/n' as typed, 'auto' from `environ`. 'claim' has no share: the
-    caller checks for it first (a ValueError here)."""
+    """(i, n) for --sweep_shard `text`: 'i/n' as typed, 'auto' from `environ`, None or '' the whole sweep.
+
+    'claim' has no share: the caller checks ``text == CLAIM`` first (sweep.main does); here it is a ValueError.
+    """
     if text == CLAIM:
         raise ValueError(f"--sweep_shard={CLAIM} has no fixed share: its worker claims points one at a time.")
     if text == AUTO:
@@ -58,16 +61,18 @@ def from_environment(environ: Mapping[str, str]) -> tuple[int, int]:
     """This task's (i, n) from the scheduler's variables, in the order of `_LOOKED_FOR`."""
     if "SLURM_ARRAY_TASK_ID" in environ:
         return _slurm_array(environ)
-    for index_var in ("JOB_COMPLETION_INDEX", "TPU_WORKER_ID"):
-        if index_var in environ:
-            count = _integer(environ, NUM_SHARDS_ENV, f"the number of shards, set beside {index_var}")
-            return _checked(_integer(environ, index_var, "this task's index"), count, index_var)
+    if "JOB_COMPLETION_INDEX" in environ:
+        count = _integer(environ, NUM_SHARDS_ENV, "the number of shards, set beside JOB_COMPLETION_INDEX")
+        return _checked(_integer(environ, "JOB_COMPLETION_INDEX", "this task's index"), count, "JOB_COMPLETION_INDEX")
     if SHARD_ENV in environ:
         try:
             return parse_shard(environ[SHARD_ENV])
         except ValueError:
             raise ValueError(f"{SHARD_ENV}={environ[SHARD_ENV]!r}: must be i/n with 0 <= i < n.") from None
-    raise ValueError(f"--sweep_shard={AUTO} found no shard in the environment; it looks for {_LOOKED_FOR}.")
+    raise ValueError(
+        f"--sweep_shard={AUTO} found no shard in the environment; it looks for {_LOOKED_FOR}. Run it as a task of "
+        f"the job --mode=launch prints, set {SHARD_ENV}=i/n, or give --sweep_shard=i/n."
+    )
 
 
 def _slurm_array(environ: Mapping[str, str]) -> tuple[int, int]:

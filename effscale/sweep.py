@@ -34,7 +34,7 @@ Lifecycle (what `main` does per mode):
   declared order: disjoint and complete for every n, and cost-balanced when points are listed
   by size. In a multi-host job every process runs every point of its share together (one run
   spans all hosts); only process 0 writes the driver's files. ``--sweep_shard=auto`` reads i and n
-  from the scheduler (a SLURM array, a Kubernetes Indexed Job, TPU VMs: effscale.shard);
+  from the scheduler (a SLURM array, a Kubernetes Indexed Job: effscale.shard);
   ``--sweep_shard=claim`` has each worker claim the next free point instead (effscale.claims).
 - status: every declared point as done / damaged / failed / partial / pending with top-1 and MACs, and
   once 3 points have finished, the predicted training time of the others (effscale.costmodel).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -105,21 +106,37 @@ def test_when_no_checkpoint_restores_the_run_stops_and_moves_nothing(tmp_path):
     assert not (tmp_path / checkpoint.DAMAGED).exists()
 
 
-def test_a_full_disk_stops_with_one_line_keeps_the_last_good_checkpoint_and_leaves_no_temporaries(tmp_path):
-    # About 350 kB per tiny checkpoint: the one at step 1 fits, the one at step 2 does not.
-    with _tmpfs(tmp_path / "disk", "600k") as workdir:
-        code, err = _run(f"--workdir={workdir}", "--config.train.num_steps=4")
-        assert code == 1, err[-3000:]
+def test_a_disk_that_fills_up_stops_with_one_line_keeps_the_last_good_checkpoint_and_leaves_no_temporaries(tmp_path):
+    # The disk is filled by another file once the run has saved, whatever a checkpoint's size: the
+    # next save finds about 64 kB free, too little for a checkpoint, enough for the metrics log.
+    with _tmpfs(tmp_path / "disk", "20m") as workdir:
+        proc = launch(*TINY, f"--workdir={workdir}", "--config.train.num_steps=100000",
+                      "--config.train.checkpoint_every_steps=200")  # fmt: skip
+        try:
+            deadline = time.monotonic() + 240
+            while not checkpoint.has_checkpoint(str(workdir)):
+                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+                time.sleep(0.05)
+            free = os.statvfs(workdir)
+            (workdir / "ballast").write_bytes(bytes(free.f_bavail * free.f_frsize - 64 * 1024))
+            _, err = proc.communicate(timeout=240)
+        except subprocess.TimeoutExpired as e:
+            proc.kill()
+            pytest.fail(f"the run did not stop: {(e.stderr or b'').decode()[-3000:]}")
+        finally:
+            proc.kill()
+        assert proc.returncode == 1, err[-3000:]
         line = _one_error_line(err)
+        kept, temporaries = _complete_and_temporary(workdir)
+        assert kept and temporaries == [], (kept, temporaries)
         assert "No space left on device" in line and str(workdir) in line, line
-        assert "step 1" in line and "rerun" in line, line
-        assert _complete_and_temporary(workdir) == ([1], [])
+        assert f"step {kept[-1]}" in line and "rerun" in line, line
         assert not (workdir / record.RESULT).exists()
 
-        _remount(workdir, "size=20m")
-        code, err = _run(f"--workdir={workdir}", "--config.train.num_steps=4")
+        (workdir / "ballast").unlink()
+        code, err = _run(f"--workdir={workdir}", f"--config.train.num_steps={kept[-1] + 2}")
         assert code == 0, err[-3000:]
-        assert json.loads((workdir / record.RESULT).read_text())["resumed_from_step"] == 1
+        assert json.loads((workdir / record.RESULT).read_text())["resumed_from_step"] == kept[-1]
 
 
 def _remount_when_idle(path: Path, options: str, timeout: float = 60) -> None:

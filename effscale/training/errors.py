@@ -67,18 +67,20 @@ def storage_cause(exc: BaseException) -> str | None:
     return None
 
 
-def as_storage_error(exc: BaseException) -> StorageError | None:
-    """`exc` as a StorageError naming the file it could not write, or None when it is no storage failure."""
+def as_storage_error(exc: BaseException, workdir: str | None = None, kept: int | None = None) -> StorageError | None:
+    """`exc` as a StorageError naming the file it could not write (else `workdir`) and the newest checkpoint
+    `kept`, or None when it is no storage failure."""
     if isinstance(exc, StorageError):
         return exc
     cause = storage_cause(exc)
     if cause is None:
         return None
     path = getattr(exc, "filename", None)
-    where = f" {path}" if path else ""
+    where = f" {path}" if path else (f" in {workdir}" if workdir else "")
+    saved = f"the last good checkpoint (step {kept}) is kept" if kept else "checkpoints already saved are kept"
     return StorageError(
-        f"Cannot write{where}: {cause}. Checkpoints already saved are kept; "
-        "free space or fix the permissions (or choose another --workdir), then rerun to resume."
+        f"Cannot write{where}: {cause}; {saved}. "
+        "Free space or fix the permissions (or choose another --workdir), then rerun to resume."
     )
 
 
