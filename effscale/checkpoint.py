@@ -2,8 +2,10 @@
 
 `<workdir>/checkpoints/<step>/` holds the whole train state (parameters, optimizer
 state, EMA weights and BatchNorm statistics, step); the step is also the data
-position. Orbax writes each checkpoint to a temporary directory and renames it when
-complete, so a process killed mid-save leaves the previous checkpoint intact.
+position. The workdir may be local or gs:// (effscale.storage). Orbax commits a checkpoint
+locally by writing it to a temporary directory and renaming that when complete, and on gs://
+(where a rename is a copy and a delete) by writing `<step>/commit_success.txt` last; only
+committed steps count, so a process killed mid-save leaves the previous checkpoint intact.
 
 `<workdir>/fingerprint.json` records what the checkpoints are of (the network
 description and the dataset). A run whose config describes something else is
@@ -12,7 +14,8 @@ All calls must be made on every process (orbax synchronises them).
 
 A checkpoint that does not restore (a truncated or damaged file) is skipped for the next older
 one, and moved to `<workdir>/checkpoints-damaged/` rather than deleted. A save that fails for
-want of space or permission raises StorageError and removes orbax's temporary directory.
+want of space or permission raises StorageError and removes orbax's temporary directory (on
+gs://: the uncommitted step's objects).
 """
 
 from __future__ import annotations
@@ -30,12 +33,13 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from effscale import parallel, record
+from effscale import parallel, record, storage
 from effscale.training.errors import CheckpointsDamagedError, StorageError, storage_cause
 
 FINGERPRINT = "fingerprint.json"
 DAMAGED = "checkpoints-damaged"
 _TMP_MARK = ".orbax-checkpoint-tmp"  # orbax writes checkpoint <step> as <step>.orbax-checkpoint-tmp[-...] first
+_COMMITTED = "commit_success.txt"  # on gs://, orbax writes it last into <step>/ (its CommitFileTemporaryPath)
 _log = logging.getLogger("effscale")
 _ORBAX_SOURCE = os.path.dirname(ocp.__file__) + os.sep
 
@@ -43,7 +47,7 @@ _ORBAX_SOURCE = os.path.dirname(ocp.__file__) + os.sep
 class Manager:
     """Periodic, preemption-aware saves and automatic resume of one pytree."""
 
-    def __init__(self, workdir: str, every_steps: int, keep: int, asynchronous: bool = True):
+    def __init__(self, workdir: str | os.PathLike[str], every_steps: int, keep: int, asynchronous: bool = True):
         options = ocp.CheckpointManagerOptions(
             save_interval_steps=max(1, int(every_steps)),
             max_to_keep=max(1, int(keep)),
@@ -51,7 +55,7 @@ class Manager:
             create=True,
             cleanup_tmp_directories=True,  # what a killed save left behind
         )
-        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self.directory = storage.path(workdir, "workdir") / "checkpoints"
         self._failed = False  # a storage error was raised: close() must not raise it again
         with self._storage_errors():
             self._manager = ocp.CheckpointManager(self.directory, options=options)
@@ -101,10 +105,9 @@ class Manager:
     def _set_aside(self, step: int, cause: Exception, resumed: int) -> None:
         """Moves the damaged checkpoint `step` out of orbax's sight (process 0) and says where."""
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-        target = os.path.join(os.path.dirname(self.directory), DAMAGED, f"{step}-{stamp}")
+        target = self.directory.parent / DAMAGED / f"{step}-{stamp}"
         if jax.process_index() == 0:
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            shutil.move(os.path.join(self.directory, str(step)), target)
+            _move_step(self.directory / str(step), target)
             _log.warning(
                 "Checkpoint step %d does not restore (%s); moved it to %s and resumed from step %d.",
                 step, _first_line(cause), target, resumed,
@@ -174,11 +177,28 @@ class Manager:
 
     def _remove_temporaries(self) -> None:
         """Deletes what a failed save left (orbax removes it only when a manager is next created)."""
-        if jax.process_index() != 0 or not os.path.isdir(self.directory):
+        if jax.process_index() != 0:
             return
-        for name in os.listdir(self.directory):
-            if _TMP_MARK in name:
-                shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+        committed = set(_complete_steps(self.directory))
+        for name in storage.listdir(self.directory):
+            if _TMP_MARK in name or (name.isdigit() and int(name) not in committed):
+                storage.rmtree(self.directory / name)
+
+
+def _move_step(source: Any, target: Any) -> None:
+    """Moves checkpoint directory `source` to `target`, out of orbax's sight.
+
+    Locally a rename (a copy across file systems). On gs:// its objects are copied, then the commit
+    marker is deleted before the rest: a move cut short leaves an uncommitted step, which orbax
+    removes when it next starts.
+    """
+    if not storage.is_object_store(source):
+        storage.makedirs(target.parent)
+        shutil.move(source, target)
+        return
+    storage.copy_tree(source, target)
+    storage.remove(source / _COMMITTED)
+    storage.rmtree(source)
 
 
 def quiet_abandoned_reads() -> None:
@@ -213,11 +233,17 @@ def not_orbax_error(entry: logging.LogRecord) -> bool:
     return entry.levelno < logging.ERROR or not entry.pathname.startswith(_ORBAX_SOURCE)
 
 
-def _complete_steps(directory: str) -> list[int]:
-    """The steps of the complete checkpoints in `directory`, oldest first, read from the disk."""
-    if not os.path.isdir(directory):
-        return []
-    return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+def _complete_steps(directory: str | os.PathLike[str]) -> list[int]:
+    """The steps of the committed checkpoints in `directory`, oldest first, read from the storage.
+
+    Locally every `<step>/` is complete (orbax renames it into place); on gs:// only those holding
+    orbax's commit marker are.
+    """
+    steps = [int(name) for name in storage.listdir(directory) if name.isdigit()]
+    if storage.is_object_store(directory):
+        root = storage.path(directory)
+        steps = [s for s in steps if storage.exists(root / str(s) / _COMMITTED)]
+    return sorted(steps)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -230,14 +256,14 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first if len(first) <= 240 else '...' + first[-237:]}"
 
 
-def has_checkpoint(workdir: str) -> bool:
+def has_checkpoint(workdir: str | os.PathLike[str]) -> bool:
     """Whether `workdir` holds at least one complete checkpoint (without creating anything)."""
-    return bool(_complete_steps(os.path.join(workdir, "checkpoints")))
+    return bool(_complete_steps(storage.path(workdir, "workdir") / "checkpoints"))
 
 
-def newest_step(workdir: str) -> int | None:
+def newest_step(workdir: str | os.PathLike[str]) -> int | None:
     """The step of `workdir`'s newest complete checkpoint, read from the disk (None when there is none)."""
-    steps = _complete_steps(os.path.join(workdir, "checkpoints"))
+    steps = _complete_steps(storage.path(workdir, "workdir") / "checkpoints")
     return steps[-1] if steps else None
 
 
@@ -257,19 +283,19 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def guard(workdir: str, fingerprint: Mapping[str, Any], write: bool) -> None:
-    """Refuses a workdir whose checkpoints are of a different network or dataset.
+def guard(workdir: str | os.PathLike[str], fingerprint: Mapping[str, Any], write: bool) -> None:
+    """Refuses a workdir that cannot be reached or whose checkpoints are of a different network or dataset.
 
     `fingerprint` must be JSON-ready. The first run of a workdir records it (when
     `write`, i.e. on process 0, once the whole run has been validated: see
     `write_fingerprint`); later runs must match it. Raises ValueError with the
-    differences and the fix.
+    differences (or what makes a gs:// workdir unreachable: effscale.storage.check_reachable) and the fix.
     """
-    path = os.path.join(workdir, FINGERPRINT)
+    storage.check_reachable(workdir, "--workdir")
+    path = storage.path(workdir, "workdir") / FINGERPRINT
     new = _plain(fingerprint)
-    if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
+    if storage.exists(path):
+        old = json.loads(storage.read_bytes(path))
         diffs = _differences(old, new)
         if diffs:
             shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
@@ -287,10 +313,10 @@ def guard(workdir: str, fingerprint: Mapping[str, Any], write: bool) -> None:
         write_fingerprint(workdir, fingerprint)
 
 
-def write_fingerprint(workdir: str, fingerprint: Mapping[str, Any]) -> None:
+def write_fingerprint(workdir: str | os.PathLike[str], fingerprint: Mapping[str, Any]) -> None:
     """Records `fingerprint` as what `workdir`'s checkpoints are of, unless it already is (see `guard`)."""
-    path = os.path.join(workdir, FINGERPRINT)
-    if not os.path.exists(path):
+    path = storage.path(workdir, "workdir") / FINGERPRINT
+    if not storage.exists(path):
         record.write_json(path, _plain(fingerprint))
 
 

@@ -17,13 +17,13 @@ LostError. (A taker killed within the few milliseconds of a takeover leaves its 
 expires like a lease and is then removed.)
 
 All file access goes through the small functions at the end (`create_exclusive`, `_read`,
-`_replace`, `_rename`, `_remove`): an object-store backend replaces them, e.g. `create_exclusive`
-by a write with if-generation-match=0 and the takeover's replace by one with the generation read.
+`_replace`, `_rename`, `_remove`), which effscale.storage serves for local files and gs:// objects
+alike: on gs:// `create_exclusive` is an upload with ifGenerationMatch=0 and `_rename` deletes its
+source only if it is still the generation it copied, so the races above resolve as they do locally.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from effscale import record
+from effscale import storage
 
 TTL_ENV = "EFFSCALE_LEASE_TTL"
 DEFAULT_TTL_S = 120.0  # renewed every 40 s; a killed holder's lease is taken over at most 2 min later
@@ -318,52 +318,32 @@ def _remove_if(path: str, matches: Callable[[bytes], bool]) -> bool:
 
 
 # ----------------------------------------------------------------------------- storage
+# Local files or gs:// objects alike, through effscale.storage (which says how each commits).
 
 
 def create_exclusive(path: str | os.PathLike[str], data: bytes) -> bool:
     """Creates `path` holding `data` unless it exists; True when this call created it.
 
-    The content is written and synced under a temporary name first, then hard-linked to `path`
-    (which fails if `path` exists), so a reader never sees a partial file.
+    Locally a synced temporary file hard-linked to `path`; on gs:// an upload with
+    ifGenerationMatch=0. Either way a reader never sees a partial file.
     """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{secrets.token_hex(8)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.link(tmp, path)
-        return True
-    except FileExistsError:
-        return False
-    finally:
-        os.remove(tmp)
+    return storage.create_exclusive(path, data)
 
 
 def _read(path: str) -> bytes | None:
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        return storage.read_bytes(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
 
 
 def _replace(path: str, data: bytes) -> None:
-    record.write_text(path, data.decode())
+    storage.write_atomic(path, data)
 
 
 def _rename(src: str, dst: str) -> bool:
-    try:
-        os.rename(src, dst)
-        return True
-    except FileNotFoundError:
-        return False
+    return storage.rename(src, dst)
 
 
 def _remove(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(path)
+    storage.remove(path)

@@ -35,7 +35,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from effscale import fit as fitting
-from effscale import results, stats
+from effscale import results, stats, storage
 from effscale.units import si
 
 Row = Mapping[str, Any]
@@ -419,12 +419,13 @@ def abg_ranking(rows: Sequence[Row], title: str = "") -> Figure:
 
 def save(fig: Figure, directory: str | Path, name: str, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
     """Writes `fig` as directory/name.<format> for each format; returns the paths."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = storage.path(directory, "figures directory")
     paths = []
     for fmt in formats:
         path = directory / f"{name}.{fmt}"
-        fig.savefig(path, dpi=130 if fmt == "png" else None)
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=130 if fmt == "png" else None)
+        storage.write_atomic(path, buf.getvalue())
         paths.append(path)
     return paths
 

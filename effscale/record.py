@@ -2,9 +2,9 @@
 
 The run record is one `RunRecord` with a format version: training and `--mode=eval` write it
 the same way, and results, status and the figures read it through `RunRecord.from_json` and
-nothing else. Accuracies are fractions in [0, 1]. It is written atomically (a temporary file in
-the same directory, then `os.replace`), so a reader never sees half a record and a record's
-presence means the run finished. Only process 0 writes; the writers are no-ops elsewhere.
+nothing else. Accuracies are fractions in [0, 1]. It is committed as effscale.storage defines it (a
+renamed temporary file locally, one object upload on gs://), so a reader never sees half a record
+and a record's presence means the run finished. Only process 0 writes; the writers are no-ops elsewhere.
 """
 
 from __future__ import annotations
@@ -15,10 +15,13 @@ import json
 import math
 import os
 import platform
-import secrets
+import shutil
+import tempfile
 import typing
 from collections.abc import Mapping
 from typing import Any
+
+from effscale import storage
 
 RESULT = "result.json"  # written by training
 EVAL = "eval.json"  # written by --mode=eval
@@ -46,26 +49,13 @@ _PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow",
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Writes `text` to `path` atomically: readers see the old file or the new one, never a mix.
+    """Writes `text` to `path` (local or gs://) atomically: readers see the old file or the new one, never a mix.
 
-    A temporary file in the same directory is flushed, fsynced and renamed over `path`. It is
-    created with mode 0666 less the umask, as `open` would: records on a shared cluster stay
-    readable by the group.
+    See effscale.storage.write_atomic: locally a synced temporary file renamed over `path`, created
+    with mode 0666 less the umask as `open` would (records on a shared cluster stay readable by the
+    group); on gs:// one object upload.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".tmp-{secrets.token_hex(8)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    storage.write_atomic(path, text.encode("utf-8"))
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
@@ -107,36 +97,58 @@ def package_versions() -> dict[str, str | None]:
 
 
 class MetricsWriter:
-    """Appends metrics to `<workdir>/metrics.jsonl` and TensorBoard event files under `<workdir>/tb`.
+    """Appends metrics to `<workdir>/metrics.jsonl` and TensorBoard event files under `<workdir>/tb` (local or gs://).
 
     Each JSONL line is one event: {"step": ..., "kind": "train" | "eval" | CARRY, ...}.
-    `enabled=False` (processes other than 0) makes every call a no-op.
+    `enabled=False` (processes other than 0) makes every call a no-op. On gs://, which has no
+    appends, the log is kept in memory and uploaded whole after each event, and TensorBoard writes
+    to a local staging directory whose files are uploaded after each flush (tf.io.gfile's own GCS
+    client is not used: it cannot be pointed at an emulator); each upload is all or nothing.
     """
 
-    def __init__(self, workdir: str, enabled: bool = True):
+    def __init__(self, workdir: str | os.PathLike[str], enabled: bool = True):
         self.enabled = enabled
-        self._path = os.path.join(workdir, METRICS)
+        root = storage.path(workdir, "workdir")
+        self._path = root / METRICS
+        self._tb_dir = root / "tb"
         self._tb = None
+        self._remote = storage.is_object_store(root)
+        self._staging: str | None = None  # gs://: where TensorBoard writes before each upload
+        self._lines: list[str] | None = None  # gs://: the log as uploaded last
         if enabled:
-            os.makedirs(workdir, exist_ok=True)
-            self._tb_dir = os.path.join(workdir, "tb")
+            storage.makedirs(root)
 
     def write(self, step: int, kind: str, metrics: Mapping[str, Any]) -> None:
         """Logs one event; its scalars also go to TensorBoard, except a CARRY event's (not a measurement)."""
         if not self.enabled:
             return
-        line = json.dumps(_jsonable({"step": int(step), "kind": kind, **metrics}), sort_keys=True)
-        with open(self._path, "a") as f:
-            f.write(line + "\n")
+        line = json.dumps(_jsonable({"step": int(step), "kind": kind, **metrics}), sort_keys=True) + "\n"
+        if self._remote:
+            if self._lines is None:
+                self._lines = self._read_lines()
+            self._lines.append(line)
+            storage.write_atomic(self._path, "".join(self._lines).encode("utf-8"))
+        else:
+            with open(self._path, "a") as f:
+                f.write(line)
         if kind != CARRY:
             self._summaries(step, kind, metrics)
+
+    def _read_lines(self) -> list[str]:
+        try:
+            text = storage.read_bytes(self._path).decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return []
+        return text.splitlines(keepends=True)
 
     def _summaries(self, step: int, kind: str, metrics: Mapping[str, Any]) -> None:
         import tensorflow as tf
         from tensorflow.core.framework import summary_pb2
 
         if self._tb is None:
-            self._tb = tf.summary.create_file_writer(self._tb_dir)
+            if self._remote:
+                self._staging = tempfile.mkdtemp(prefix="effscale-tb-")
+            self._tb = tf.summary.create_file_writer(self._staging or os.fspath(self._tb_dir))
         # tf.summary.scalar lives in the tensorboard package (not installed); the core writer
         # plus the 'scalars' plugin tag produces the same events.
         meta = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
@@ -145,6 +157,15 @@ class MetricsWriter:
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     tf.summary.write(f"{kind}/{name}", tf.constant(float(value)), step=int(step), metadata=meta)
         self._tb.flush()
+        self._upload_events()
+
+    def _upload_events(self) -> None:
+        """Copies the staged event files to `<workdir>/tb` (gs:// only)."""
+        if self._staging is None:
+            return
+        for name in sorted(os.listdir(self._staging)):
+            with open(os.path.join(self._staging, name), "rb") as f:
+                storage.write_atomic(self._tb_dir / name, f.read())
 
     def rewind(self, step: int) -> list[dict[str, Any]]:
         """Drops the events after `step` (logged after the checkpoint a run resumes from) and returns the rest.
@@ -153,26 +174,30 @@ class MetricsWriter:
         them again, so the log reads as one uninterrupted run. CARRY events are returned
         but no longer kept: the resume takes over what they carry.
         """
-        if not os.path.exists(self._path):
-            return []
         kept = []
-        with open(self._path) as f:
-            for line in f:
-                try:
-                    event = json.loads(line)
-                except json.JSONDecodeError:  # a line cut short by kill -9
-                    continue
-                if event.get("step", 0) <= step:
-                    kept.append(event)
+        for line in self._read_lines():
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by kill -9
+                continue
+            if event.get("step", 0) <= step:
+                kept.append(event)
+        if not kept and not storage.exists(self._path):
+            return []
         if self.enabled:
             lines = [json.dumps(e, sort_keys=True) + "\n" for e in kept if e.get("kind") != CARRY]
-            write_text(self._path, "".join(lines))
+            storage.write_atomic(self._path, "".join(lines).encode("utf-8"))
+            self._lines = lines
         return kept
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+            self._upload_events()
             self._tb = None
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging = None
 
 
 class RecordError(ValueError):
@@ -305,9 +330,8 @@ def write_record(path: str | os.PathLike[str], run: RunRecord) -> None:
 
 
 def read_record(path: str | os.PathLike[str]) -> RunRecord:
-    """The record at `path`; raises FileNotFoundError when absent, RecordError when damaged."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    """The record at `path` (local or gs://); raises FileNotFoundError when absent, RecordError when damaged."""
+    text = storage.read_bytes(path).decode("utf-8")
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:

@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from effscale import record, stats
+from effscale import record, stats, storage
 
 POINT_FILE = "point.json"
 RESULT_FILE = record.RESULT
@@ -126,8 +126,7 @@ _GROUP_KEYS = ("sweep", "strategy", "series", "network", "dataset", *_POINT_KEYS
 def read_json(path: str | os.PathLike[str]) -> Any | None:
     """The JSON in `path`, or None when it is missing or unreadable."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(storage.read_bytes(path))
     except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
         return None
 
@@ -148,7 +147,7 @@ class PointFiles:
 
 def read_point(point_dir: str | os.PathLike[str]) -> PointFiles:
     """The state and files of one point directory."""
-    d = Path(point_dir)
+    d = storage.path(point_dir)
     point, error = read_json(d / POINT_FILE), read_json(d / ERROR_FILE)
     try:
         run = record.read_record(d / RESULT_FILE)
@@ -166,9 +165,9 @@ def point_state(point_dir: str | os.PathLike[str]) -> str:
 
 
 def _unfinished_state(d: Path) -> str:
-    if (d / ERROR_FILE).is_file():
+    if storage.exists(d / ERROR_FILE):
         return "failed"
-    if d.is_dir() and any(p.name not in DRIVER_FILES and not p.name.startswith(".") for p in d.iterdir()):
+    if any(name not in DRIVER_FILES and not name.startswith(".") for name in storage.listdir(d)):
         return "partial"
     return "pending"
 
@@ -232,7 +231,7 @@ def _seed(*sources: Any) -> int | None:
 
 def point_row(point_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The table row of one point directory (a damaged one's row has its problem as the error)."""
-    d = Path(point_dir)
+    d = storage.path(point_dir)
     files = read_point(d)
     written = read_json(d / RESULT_FILE) if files.run is not None else None
     row = make_row(
@@ -245,14 +244,11 @@ def point_row(point_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 def find_point_dirs(workdir: str | os.PathLike[str]) -> list[Path]:
     """Every directory under `workdir` with a point.json or result.json (not descending into them)."""
-    found: list[Path] = []
-    for root, dirs, files in os.walk(workdir):
-        if POINT_FILE in files or RESULT_FILE in files:
-            found.append(Path(root))
-            dirs[:] = []  # checkpoints and logs below a point are not points
-        else:
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-    return sorted(found)
+    root = storage.path(workdir)
+    names = storage.listdir(root)
+    if POINT_FILE in names or RESULT_FILE in names:
+        return [root]  # checkpoints and logs below a point are not points
+    return sorted(d for name in names if not name.startswith(".") for d in find_point_dirs(root / name))
 
 
 def collect(workdir: str | os.PathLike[str], pending: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
@@ -362,8 +358,8 @@ def to_jsonl(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def write_table(rows: Sequence[Mapping[str, Any]], stem: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Writes `stem`.csv and `stem`.jsonl atomically; returns their paths."""
-    stem = Path(stem)
-    csv_path, jsonl_path = stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".jsonl")
+    stem = storage.path(stem)
+    csv_path, jsonl_path = stem.parent / (stem.name + ".csv"), stem.parent / (stem.name + ".jsonl")
     record.write_text(csv_path, to_csv(rows))
     record.write_text(jsonl_path, to_jsonl(rows))
     return csv_path, jsonl_path
@@ -379,7 +375,7 @@ def write_grouped(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str
     for g in grouped:
         writer.writerow({k: "" if v is None else v for k, v in g.items()})
     record.write_text(path, buf.getvalue())
-    return Path(path)
+    return storage.path(path)
 
 
 def _parse_cell(text: str) -> Any:
@@ -401,10 +397,10 @@ def read_table(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
     A directory is collected on the fly (any sweep workdir, or a folder of them).
     """
-    path = Path(path)
-    if path.is_dir():
+    path = storage.path(path)
+    if storage.is_dir(path):
         return collect(path)
-    text = path.read_text(encoding="utf-8")
+    text = storage.read_bytes(path).decode("utf-8")
     if path.suffix == ".jsonl":
         return [json.loads(line) for line in text.splitlines() if line.strip()]
     return [{k: _parse_cell(v) for k, v in row.items()} for row in csv.DictReader(io.StringIO(text))]

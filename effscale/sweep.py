@@ -63,7 +63,7 @@ from typing import Any
 import ml_collections
 
 from effscale import record as run_record
-from effscale import results
+from effscale import results, storage
 from effscale.results import ERROR_FILE, POINT_FILE, RESULT_FILE
 from effscale.shard import CLAIM, resolve_shard
 from effscale.units import si
@@ -286,7 +286,7 @@ def run(
     preemption, checkpoint saved") are not recorded as failures: they end the sweep, and the
     next run resumes that point.
     """
-    workdir = Path(workdir)
+    workdir = storage.path(workdir, "--workdir")
     name = sweep_name(config)
     expanded = expand(config)
     index = {p.name: k for k, (p, _) in enumerate(expanded)}
@@ -341,16 +341,14 @@ def run(
 def _finished(pdir: Path, is_main: bool, log: Callable[[str], None]) -> bool:
     """Whether the point has a sound run record. A damaged one is moved aside (kept, never deleted), so the
     point runs again: the trainer resumes from its last checkpoint and writes a new record."""
-    if not (pdir / RESULT_FILE).is_file():
+    if not storage.exists(pdir / RESULT_FILE):
         return False
     problem = results.read_point(pdir).problem
     if problem is None:
         return True
     if is_main:
         aside = pdir / f"{RESULT_FILE}.damaged-{time.strftime('%Y%m%dT%H%M%S')}"
-        try:
-            (pdir / RESULT_FILE).rename(aside)
-        except FileNotFoundError:  # another driver moved it first
+        if not storage.rename(pdir / RESULT_FILE, aside):  # another driver moved it first
             return False
         log(f"  {pdir.name}: DAMAGED record ({problem}); moved to {aside.name}, rerunning from its checkpoint")
     return False
@@ -378,7 +376,7 @@ def _run_point(
     start = time.time()
     try:
         result = run_fn(cfg, str(pdir))
-        if is_main and not (pdir / RESULT_FILE).is_file():
+        if is_main and not storage.exists(pdir / RESULT_FILE):
             if not isinstance(result, run_record.RunRecord):
                 raise TypeError(f"the run wrote no {RESULT_FILE} and returned {type(result).__name__}")
             run_record.write_record(pdir / RESULT_FILE, result)
@@ -396,7 +394,7 @@ def _run_point(
         log(f"  {pdir.name}: FAILED after {time.time() - start:.0f} s: {type(e).__name__}: {e}")
         return "failed"
     if is_main:
-        (pdir / ERROR_FILE).unlink(missing_ok=True)
+        storage.remove(pdir / ERROR_FILE)
     log(f"  {pdir.name}: done in {time.time() - start:.0f} s")
     return "done"
 
@@ -440,11 +438,11 @@ def status(config: ml_collections.ConfigDict, workdir: str | Path, num_shards: i
     """
     from effscale import costmodel
 
-    workdir = Path(workdir)
+    workdir = storage.path(workdir, "--workdir")
     rows, table, trains, datasets = [], [], [], []
     for k, (p, cfg) in enumerate(expand(config)):
         pdir = workdir / p.name
-        row = results.point_row(pdir) if pdir.is_dir() else {}
+        row = results.point_row(pdir) if storage.is_dir(pdir) else {}
         desc = describe_model(cfg.model)
         error = results.read_json(pdir / ERROR_FILE) if row.get("status") == "failed" else None
         table.append(row)
@@ -600,7 +598,7 @@ def main(
         print(format_status(status(config, workdir, n), f"sweep {sweep_name(config)} in {workdir}"))
         return 0
     if mode in ("collect", "plot", "report"):
-        return _outputs(config, Path(workdir), mode)
+        return _outputs(config, storage.path(workdir, "--workdir"), mode)
     print(f"--mode={mode} is not a sweep mode (info, train, status, collect, plot, report).", file=sys.stderr)
     return 2
 
