@@ -16,6 +16,7 @@ The network and data are tests/train_support.py's tiny config (Fashion-MNIST sli
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import pathlib
 import statistics
@@ -26,10 +27,19 @@ from collections.abc import Callable
 from typing import Any
 
 HERE = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))  # the emulator and the tiny config live with the tests
 
-import gcs_emulator  # noqa: E402
-import train_support  # noqa: E402
+
+def _from_tests(name: str) -> Any:
+    """tests/<name>.py as a module (the emulator and the tiny config live with the tests), loaded by path."""
+    spec = importlib.util.spec_from_file_location(name, HERE.parent / "tests" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+gcs_emulator = _from_tests("gcs_emulator")
+train_support = _from_tests("train_support")
 
 RECORD = HERE.parent / "tests" / "data" / "result_v0.json"  # a run record of the usual size
 

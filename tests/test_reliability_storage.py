@@ -12,7 +12,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -110,22 +110,13 @@ def test_a_disk_that_fills_up_stops_with_one_line_keeps_the_last_good_checkpoint
     # The disk is filled by another file once the run has saved, whatever a checkpoint's size: the
     # next save finds about 64 kB free, too little for a checkpoint, enough for the metrics log.
     with _tmpfs(tmp_path / "disk", "20m") as workdir:
-        proc = launch(*TINY, f"--workdir={workdir}", "--config.train.num_steps=100000",
-                      "--config.train.checkpoint_every_steps=200")  # fmt: skip
-        try:
-            deadline = time.monotonic() + 240
-            while not checkpoint.has_checkpoint(str(workdir)):
-                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
-                time.sleep(0.05)
+
+        def fill() -> None:
             free = os.statvfs(workdir)
             (workdir / "ballast").write_bytes(bytes(free.f_bavail * free.f_frsize - 64 * 1024))
-            _, err = proc.communicate(timeout=240)
-        except subprocess.TimeoutExpired as e:
-            proc.kill()
-            pytest.fail(f"the run did not stop: {(e.stderr or b'').decode()[-3000:]}")
-        finally:
-            proc.kill()
-        assert proc.returncode == 1, err[-3000:]
+
+        code, err = _start_then_once_saved(workdir, 200, fill)
+        assert code == 1, err[-3000:]
         line = _one_error_line(err)
         kept, temporaries = _complete_and_temporary(workdir)
         assert kept and temporaries == [], (kept, temporaries)
@@ -137,6 +128,26 @@ def test_a_disk_that_fills_up_stops_with_one_line_keeps_the_last_good_checkpoint
         code, err = _run(f"--workdir={workdir}", f"--config.train.num_steps={kept[-1] + 2}")
         assert code == 0, err[-3000:]
         assert json.loads((workdir / record.RESULT).read_text())["resumed_from_step"] == kept[-1]
+
+
+def _start_then_once_saved(workdir: Path, every: int, act: Callable[[], None]) -> tuple[int, str]:
+    """Starts an endless tiny run in `workdir`, calls `act` once its first checkpoint is complete, and
+    returns the run's exit status and stderr (failing the test if it does not stop by itself)."""
+    proc = launch(*TINY, f"--workdir={workdir}", "--config.train.num_steps=100000",
+                  f"--config.train.checkpoint_every_steps={every}")  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not checkpoint.has_checkpoint(str(workdir)):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.05)
+        act()
+        _, err = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired as e:
+        proc.kill()
+        pytest.fail(f"the run did not stop: {(e.stderr or b'').decode()[-3000:]}")
+    finally:
+        proc.kill()
+    return proc.returncode, err
 
 
 def _remount_when_idle(path: Path, options: str, timeout: float = 60) -> None:
@@ -153,21 +164,8 @@ def test_checkpoint_storage_that_turns_read_only_mid_run_stops_with_one_line_and
     workdir = tmp_path / "run"
     workdir.mkdir()
     with _tmpfs(workdir / "checkpoints", "50m") as disk:
-        proc = launch(*TINY, f"--workdir={workdir}", "--config.train.num_steps=100000",
-                      "--config.train.checkpoint_every_steps=20")  # fmt: skip
-        try:
-            deadline = time.monotonic() + 240
-            while not checkpoint.has_checkpoint(str(workdir)):
-                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
-                time.sleep(0.2)
-            _remount_when_idle(disk, "ro")
-            _, err = proc.communicate(timeout=240)
-        except subprocess.TimeoutExpired as e:
-            proc.kill()
-            pytest.fail(f"the run did not stop: {(e.stderr or b'').decode()[-3000:]}")
-        finally:
-            proc.kill()
-        assert proc.returncode == 1, err[-3000:]
+        code, err = _start_then_once_saved(workdir, 20, lambda: _remount_when_idle(disk, "ro"))
+        assert code == 1, err[-3000:]
         line = _one_error_line(err)
         assert "Read-only file system" in line and str(disk) in line, line
         kept, _ = _complete_and_temporary(workdir)
