@@ -58,7 +58,6 @@ PathLike = str | os.PathLike[str]
 EMULATOR = "STORAGE_EMULATOR_HOST"
 SUPPORTED = "a local path or gs://BUCKET/PATH"
 _GS = "gs://"
-_FALSE = ("false", "no", "f", "0")  # what etils reads as "off" in EPATH_USE_TF
 _NO_LISTINGS_CACHE = '{"use_listings_cache": false}'
 
 
@@ -321,7 +320,7 @@ def _check_settings(p: epath.Path, what: str) -> None:
     import fsspec.config
 
     host = os.environ.get(EMULATOR, "")
-    uses_gcsfs = os.environ.get("EPATH_USE_TF", "").lower() in _FALSE or not _tensorflow_installed()
+    uses_gcsfs = _epath_takes_gcsfs()
     if host:
         _check_emulator_settings(p, what, host, uses_gcsfs)
     listings = {**fsspec.config.conf.get("gcs", {}), **fsspec.config.conf.get("gs", {})}.get("use_listings_cache")
@@ -338,7 +337,8 @@ def _check_emulator_settings(p: epath.Path, what: str, host: str, uses_gcsfs: bo
     if not uses_gcsfs:
         raise ValueError(
             f"{what}={p}: {EMULATOR}={host} is set, but gs:// paths would go through tf.io.gfile, whose GCS "
-            "client ignores it (its endpoints are compiled in); set EPATH_USE_TF=false (storage.emulator_env)."
+            "client ignores it (its endpoints are compiled in); set EPATH_USE_TF=false before the process starts "
+            "(etils reads it once; storage.emulator_env)."
         )
     tensorstore_url = os.environ.get("TENSORSTORE_GCS_HTTP_URL", "")
     if _url(tensorstore_url) != _url(host):
@@ -366,10 +366,16 @@ def _url(host: str) -> str:
     return host if "://" in host or not host else f"http://{host}"
 
 
-def _tensorflow_installed() -> bool:
-    import importlib.util
+def _epath_takes_gcsfs() -> bool:
+    """Whether etils.epath, and orbax through it, reaches gs:// through gcsfs in this process.
 
-    return importlib.util.find_spec("tensorflow") is not None
+    etils decides once per process, at the first path of any kind it resolves, from EPATH_USE_TF
+    as it was then (a cached check); a variable set later changes nothing, so etils is asked, not
+    the environment. "gs://" names no bucket, so asking makes no request.
+    """
+    from etils.epath import backend
+
+    return epath.Path(_GS)._backend is not backend.tf_backend  # noqa: SLF001 - the decision itself
 
 
 def _refusal(error: Exception, bucket: str) -> str:

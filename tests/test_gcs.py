@@ -13,7 +13,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 
@@ -43,34 +42,29 @@ def _server():
         yield server
 
 
-_ISOLATED = "EFFSCALE_GCS_TEST_ISOLATED"
+def _epath_decides_again() -> None:
+    """Makes etils choose its gs:// backend again from the environment as it is now.
 
+    etils decides once per process, at the first path of any kind (`gpath._is_tf_installed`, cached),
+    from EPATH_USE_TF as it was then. Under pytest-xdist a worker has resolved paths in other modules'
+    tests before this one's fixture sets EPATH_USE_TF=false, so orbax's gs:// paths went through
+    tf.io.gfile (which cannot reach the emulator). Processes effscale starts get the variable from birth.
+    """
+    from etils.epath import gpath
 
-@pytest.fixture
-def fresh_interpreter(request):
-    """Runs an in-process gs:// training test in an interpreter of its own when pytest-xdist shares this
-    one with other modules' tests: after them, orbax's gs:// paths went through tf.io.gfile (which
-    cannot reach the emulator) although EPATH_USE_TF=false was set. The test passes only if it passes
-    there; here it is then reported as skipped, with that reason."""
-    if os.environ.get(_ISOLATED) or not os.environ.get("PYTEST_XDIST_WORKER"):
-        return
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", request.node.nodeid],
-        cwd=root, env={**env, _ISOLATED: "1"}, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    pytest.skip("passed in an interpreter of its own (see fresh_interpreter)")
+    gpath._is_tf_installed.cache_clear()  # noqa: SLF001 - the cache is the cause
 
 
 @pytest.fixture
 def gcs(_server, monkeypatch):
-    """The module's emulator, its variables set again for each test: under pytest-xdist other modules'
-    tests run between this module's, and what they restore of the environment must not leak in."""
+    """The module's emulator, its variables set for each test (other modules' tests run between this
+    module's under pytest-xdist and restore the environment), and etils made to read them."""
     for key, value in _server.env.items():
         monkeypatch.setenv(key, value)
-    return _server
+    _epath_decides_again()
+    yield _server
+    monkeypatch.undo()
+    _epath_decides_again()
 
 
 @pytest.fixture(autouse=True)
@@ -145,9 +139,22 @@ def test_an_emulator_that_does_not_answer_is_named(gcs, monkeypatch):
 def test_an_emulator_set_up_halfway_is_refused_before_anything_is_written(gcs, monkeypatch, change, said):
     for key, value in change.items():
         monkeypatch.delenv(key) if value is None else monkeypatch.setenv(key, value)
+    _epath_decides_again()
     with pytest.raises(ValueError) as e:
         storage.check_reachable(gcs.url("run"), "--workdir")
     assert "\n" not in str(e.value) and said in str(e.value), str(e.value)
+
+
+def test_emulator_settings_made_after_etils_decided_are_refused(gcs, monkeypatch):
+    """etils keeps its first decision: a variable changed after it must not pass the check unseen."""
+    monkeypatch.delenv("EPATH_USE_TF")
+    _epath_decides_again()
+    from etils import epath
+
+    epath.Path("/").exists()  # etils decides here: tf.io.gfile
+    monkeypatch.setenv("EPATH_USE_TF", "false")  # too late for this process
+    with pytest.raises(ValueError, match="set EPATH_USE_TF=false"):
+        storage.check_reachable(gcs.url("run"), "--workdir")
 
 
 def test_missing_credentials_are_one_line_naming_the_login():
@@ -265,7 +272,7 @@ def test_only_steps_with_orbax_commit_marker_count_as_checkpoints(gcs):
     assert not checkpoint.has_checkpoint(gcs.url("nothing-here"))
 
 
-def test_a_damaged_checkpoint_in_the_bucket_is_set_aside_and_the_one_before_restores(fresh_interpreter, gcs):
+def test_a_damaged_checkpoint_in_the_bucket_is_set_aside_and_the_one_before_restores(gcs):
     import jax
     import numpy as np
 
@@ -317,7 +324,7 @@ def _events(data: bytes) -> dict[str, list[int]]:
     return tags
 
 
-def test_a_run_writes_everything_into_the_bucket(fresh_interpreter, gcs):
+def test_a_run_writes_everything_into_the_bucket(gcs):
     from effscale import train
 
     use_compilation_cache()
@@ -383,7 +390,7 @@ def test_kill9_then_a_rerun_resumes_from_the_bucket(gcs):
 # ----------------------------------------------------------------------------- a sweep
 
 
-def test_a_two_point_sweep_trains_into_the_bucket_and_status_collect_plot_read_it(fresh_interpreter, gcs, capsys):
+def test_a_two_point_sweep_trains_into_the_bucket_and_status_collect_plot_read_it(gcs, capsys):
     from effscale import results, sweep
 
     use_compilation_cache()

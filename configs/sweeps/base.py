@@ -37,13 +37,26 @@ def is_paper(args: dict[str, Any]) -> bool:
 
 
 def parse(arg: str | None, **extra: Any) -> dict[str, Any]:
-    """Parses a sweep argument: dataset=NAME, scale=auto|paper|small, seeds=N|S1/S2/..., plus the sweep's own keys.
+    """Parses a sweep argument: dataset=NAME, scale=auto|paper|small, seeds=N|S1/S2/..., epochs=E, plus the sweep's own keys.
 
-    The seeds are checked here, so a bad value fails before any point is built.
+    The seeds and epochs are checked here, so a bad value fails before any point is built.
+    `epochs` (default: the base recipe's) sets every point's training length; a sweep at other
+    epochs belongs in its own workdir, since its points keep their names.
     """
+    extra.setdefault("epochs", None)
     a = common.parse_arg(arg, dataset=SMALL_DATASET, scale="auto", seeds=None, **extra)
     a["seeds"] = seeds(a["seeds"])
+    a["epochs"] = epochs(a["epochs"])
     return a
+
+
+def epochs(value: Any) -> float | None:
+    """The epochs= argument: None (the recipe's own) or a positive number of epochs."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"epochs={value}: allowed: a number of epochs > 0 such as epochs=1 or epochs=0.5.")
+    return float(value)
 
 
 def seeds(value: Any) -> tuple[int, ...] | None:
@@ -105,9 +118,11 @@ def with_seeds(points: Sequence[Mapping[str, Any]], seed_list: tuple[int, ...] |
 
 
 def finish(c: ml_collections.ConfigDict, name: str, points: Sequence[Mapping[str, Any]], args: Mapping[str, Any]):
-    """Sets ``c.sweep`` to the points, once per seed of the parsed `args`; returns `c`."""
+    """Sets ``c.sweep`` to the points, once per seed of the parsed `args`, at its epochs; returns `c`."""
     from effscale import sweep
 
+    if args.get("epochs") is not None:
+        c.train.num_epochs = args["epochs"]
     c.sweep = sweep.block(name, with_seeds(points, args.get("seeds")))
     return c
 

@@ -52,7 +52,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """`arg`: dataset=NAME,scale=small|paper,epochs=E,budget=B,widths=..,depths=..,resolutions=..,phis=..,seeds=."""
     a = base.parse(arg, epochs=EPOCHS, budget=BUDGET, widths=None, depths=None, resolutions=None, phis=None)
     c = base.get_config(a["dataset"], base.is_paper(a))
-    c.train.num_epochs = float(a["epochs"])
     m = c.model
     w0, d0, r0 = 1.0, 1.0, base.base_resolution(c)
     origin = {"width": w0, "depth": d0, "resolution": r0, "phi": None}
