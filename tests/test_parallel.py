@@ -2,13 +2,19 @@
 
 The device count is fixed when jax starts, so the multi-device runs are subprocesses. They
 read the synthetic dataset of train_support, whose global batches do not depend on the
-process count, so any difference would come from the trainer's sharding.
+process count, so any difference would come from the trainer's sharding. The two processes
+also share one workdir on a GCS-API emulator, are both killed and resumed (a multi-host slice
+whose hosts reach one bucket).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
+import signal
 import socket
+import time
 
 import jax
 import numpy as np
@@ -98,9 +104,7 @@ def test_eight_devices_train_like_one(one_device, eight_devices):
 
 
 def test_two_processes_train_like_one_with_eight_devices(tmp_path, eight_devices):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     workdir = tmp_path / "run"
     procs = [python_process(*_worker(workdir, 4, processes=2, process_id=pid, port=port)) for pid in range(2)]
     outs = [p.communicate(timeout=400) for p in procs]
@@ -110,6 +114,95 @@ def test_two_processes_train_like_one_with_eight_devices(tmp_path, eight_devices
     assert two["devices"] == 8 and two["processes"] == 2
     eight_dir, eight = eight_devices
     _assert_same_run(eight_dir, eight, workdir, two, rtol=1e-5)
+
+
+RESUMED_STEPS = 10
+RESUMABLE = """
+import json, time
+from effscale import parallel
+if {processes} > 1:
+    parallel.initialize("127.0.0.1:{port}", {processes}, {process_id})
+from train_support import synthetic_data, tiny_config
+from effscale import data, train
+
+c = tiny_config("synthetic", steps={steps})
+c.train.batch_size = 16
+with synthetic_data():
+    if {slow}:  # slowed so that the kill lands between checkpoints; the batches are the same
+        fast = data.train_batches
+        def slowed(*args, **kwargs):
+            for batch in fast(*args, **kwargs):
+                time.sleep({slow})
+                yield batch
+        data.train_batches = slowed  # restored by synthetic_data's patch
+    out = train.train_and_evaluate(c, {workdir!r})
+print(json.dumps(out.to_json()))
+"""
+
+
+def _resumable(workdir: str, devices: int, processes: int, process_id: int, port: int, slow: float):
+    code = RESUMABLE.format(processes=processes, process_id=process_id, port=port, steps=RESUMED_STEPS,
+                            workdir=workdir, slow=slow)  # fmt: skip
+    return python_process(code, {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _two_processes(workdir: str, slow: float = 0.0) -> list:
+    port = _free_port()
+    return [_resumable(workdir, 4, 2, pid, port, slow) for pid in range(2)]
+
+
+def _finished(procs) -> dict:
+    outs = [p.communicate(timeout=400) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-4000:]
+    return last_json_line(outs[0][0])
+
+
+def _committed_steps(fs, root: str) -> list[int]:
+    """Checkpoint steps under gs://`root` with orbax's commit marker (read with the test's own client)."""
+    names = fs.find(f"{root}/checkpoints/") if fs.exists(f"{root}/checkpoints") else []
+    marker = re.compile(rf"{re.escape(root)}/checkpoints/(\d+)/commit_success\.txt")
+    return sorted(int(m.group(1)) for m in map(marker.fullmatch, names) if m)
+
+
+@pytest.mark.skipif(
+    not (importlib.util.find_spec("gcsfs") and importlib.util.find_spec("gcp_storage_emulator")),
+    reason="needs gcsfs and gcp-storage-emulator (requirements.txt)",
+)
+def test_two_processes_on_one_bucket_killed_and_resumed_end_like_eight_devices(tmp_path):
+    import gcs_emulator
+    import gcsfs.core
+
+    reference = tmp_path / "eight"
+    assert _finished([_resumable(str(reference), 8, 1, 0, 0, 0.0)])["steps"] == RESUMED_STEPS
+    with gcs_emulator.running() as server:
+        fs = gcsfs.core.GCSFileSystem(token="anon", use_listings_cache=False, skip_instance_cache=True)
+        root, workdir = f"{server.bucket}/two", server.url("two")
+        procs = _two_processes(workdir, slow=0.4)
+        deadline = time.time() + 300
+        while (_committed_steps(fs, root) or [0])[-1] < 4 and time.time() < deadline:
+            assert all(p.poll() is None for p in procs), procs[0].communicate()[1][-4000:]
+            time.sleep(0.2)
+        for p in procs:  # both hosts lost at once, between checkpoints
+            p.send_signal(signal.SIGKILL)
+            p.communicate()
+        kept = _committed_steps(fs, root)
+        assert kept and 4 <= kept[-1] < RESUMED_STEPS, kept
+        two = _finished(_two_processes(workdir))
+        metrics = fs.cat_file(f"{root}/{record.METRICS}").decode()
+    assert two["resumed_from_step"] == kept[-1] and two["steps"] == RESUMED_STEPS
+    train_events = [e for e in map(json.loads, metrics.splitlines()) if e["kind"] == "train"]
+    assert [e["step"] for e in train_events] == list(range(1, RESUMED_STEPS + 1))  # rewound to the checkpoint
+    eight = json.loads((reference / record.RESULT).read_text())
+    np.testing.assert_allclose([e["loss"] for e in train_events], _losses(reference), rtol=1e-5)
+    for key in ("eval_top1", "eval_top1_ema", "eval_loss", "eval_loss_ema", "train_loss"):
+        assert two[key] == pytest.approx(eight[key], rel=1e-5, abs=1e-6), key
 
 
 def test_batch_size_checks():
