@@ -135,6 +135,13 @@ def test_every_sweep_repeats_its_points_for_each_seed(name):
     assert [p.name for p in sweep.points_of(load(name, arg.replace("0/3", "1")))] == [p.name for p in one]
 
 
+@pytest.mark.parametrize("name", SWEEPS)
+def test_epochs_set_every_points_training_length_and_default_keeps_the_recipes(name):
+    recipe = {cfg.train.num_epochs for _, cfg in sweep.expand(load(name))}
+    assert recipe == ({1.0} if name == "reproduce" else {2.0})  # its docstring's; the others the small recipe's
+    assert {cfg.train.num_epochs for _, cfg in sweep.expand(load(name, "epochs=0.5"))} == {0.5}
+
+
 def test_seeds_set_the_training_seed_and_default_leaves_it_alone():
     ((p, cfg),) = sweep.expand(load("width", "widths=1"))
     assert "train.seed" not in p.overrides and p.meta == {} and cfg.train.seed == 0
@@ -152,6 +159,8 @@ def test_seeds_set_the_training_seed_and_default_leaves_it_alone():
         ("seeds=1.5", "seeds=1.5: not a count or a list of seeds"),
         ("seeds=a/b", "seeds=a/b: allowed: a count N >= 1"),
         ("doublings=0", "doublings=0: allowed: an integer from 1 to 8"),
+        ("epochs=0", "epochs=0: allowed: a number of epochs > 0"),
+        ("epochs=many", "epochs=many: allowed: a number of epochs > 0"),
         ("widths=1/2,doublings=2", "widths=1/2 and doublings=2: allowed: one of them, not both"),
     ],
 )
