@@ -37,7 +37,7 @@ def is_paper(args: dict[str, Any]) -> bool:
 
 
 def parse(arg: str | None, **extra: Any) -> dict[str, Any]:
-    """Parses a sweep argument: dataset=NAME, scale=auto|paper|small, seeds=N|S1/S2/..., epochs=E, plus the sweep's own keys.
+    """Parses a sweep argument: dataset=, scale=auto|paper|small, seeds=N|S1/S2/..., epochs=E, and the sweep's own keys.
 
     The seeds and epochs are checked here, so a bad value fails before any point is built.
     `epochs` (default: the base recipe's) sets every point's training length; a sweep at other
