@@ -142,6 +142,11 @@ def test_epochs_set_every_points_training_length_and_default_keeps_the_recipes(n
     assert {cfg.train.num_epochs for _, cfg in sweep.expand(load(name, "epochs=0.5"))} == {0.5}
 
 
+def test_only_keeps_the_matching_points_in_order_for_every_seed():
+    names = [p.name for p in sweep.points_of(load("width", "only=width-2/width-1*,seeds=2"))]
+    assert names == ["width-1", "width-1.5", "width-2", "width-1_s1", "width-1.5_s1", "width-2_s1"]
+
+
 def test_seeds_set_the_training_seed_and_default_leaves_it_alone():
     ((p, cfg),) = sweep.expand(load("width", "widths=1"))
     assert "train.seed" not in p.overrides and p.meta == {} and cfg.train.seed == 0
@@ -160,6 +165,7 @@ def test_seeds_set_the_training_seed_and_default_leaves_it_alone():
         ("seeds=a/b", "seeds=a/b: allowed: a count N >= 1"),
         ("doublings=0", "doublings=0: allowed: an integer from 1 to 8"),
         ("epochs=0", "epochs=0: allowed: a number of epochs > 0"),
+        ("only=width-9*", "only=width-9*: 'width-9*' matches no point; the points are width-0.5, "),
         ("epochs=many", "epochs=many: allowed: a number of epochs > 0"),
         ("widths=1/2,doublings=2", "widths=1/2 and doublings=2: allowed: one of them, not both"),
     ],

@@ -26,7 +26,7 @@ trims up to 1.05). Other targets may need larger trims (at 32 px, 2x: up to 1.45
 2.2%). Points are named abg-aA-bB-gG-at<MACs>, so both modes can share a workdir.
 
 Argument: dataset=NAME, scale=auto|paper|small, step=, tolerance=, max_value=, target=auto|T,
-seeds=N|S1/S2/..., epochs=E (configs/sweeps/base.py).
+seeds=N|S1/S2/..., epochs=E, only=GLOB/... (configs/sweeps/base.py).
 """
 
 from __future__ import annotations

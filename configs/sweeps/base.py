@@ -41,10 +41,12 @@ def parse(arg: str | None, **extra: Any) -> dict[str, Any]:
 
     The seeds and epochs are checked here, so a bad value fails before any point is built.
     `epochs` (default: the base recipe's) sets every point's training length; a sweep at other
-    epochs belongs in its own workdir, since its points keep their names.
+    epochs belongs in its own workdir, since its points keep their names. `only=GLOB1/GLOB2`
+    keeps the points whose name matches one of the patterns (``only=abg-a1.2*/abg-a2*``), for
+    rerunning a few points of a sweep, e.g. at more epochs.
     """
     extra.setdefault("epochs", None)
-    a = common.parse_arg(arg, dataset=SMALL_DATASET, scale="auto", seeds=None, **extra)
+    a = common.parse_arg(arg, dataset=SMALL_DATASET, scale="auto", seeds=None, only=None, **extra)
     a["seeds"] = seeds(a["seeds"])
     a["epochs"] = epochs(a["epochs"])
     return a
@@ -88,6 +90,25 @@ def seeds(value: Any) -> tuple[int, ...] | None:
     return out
 
 
+def selected(points: Sequence[Mapping[str, Any]], only: str) -> list[Mapping[str, Any]]:
+    """The points whose name matches one of the '/'-separated glob patterns of `only`, in their order.
+
+    A pattern that matches no point is an error naming the points there are (a typo would
+    otherwise run nothing, or less than meant).
+    """
+    import fnmatch
+
+    patterns = [g.strip() for g in only.split("/") if g.strip()]
+    names = [str(p["name"]) for p in points]
+    missing = [g for g in patterns if not fnmatch.filter(names, g)]
+    if not patterns or missing:
+        raise ValueError(
+            f"only={only}: {'no pattern' if not patterns else f'{missing[0]!r} matches no point'}; "
+            f"the points are {', '.join(names)}."
+        )
+    return [p for p, n in zip(points, names, strict=True) if any(fnmatch.fnmatchcase(n, g) for g in patterns)]
+
+
 def seeded_name(name: str, seed: int) -> str:
     """The name of a point's run with `seed`: seed 0 keeps the point's name, so one-seed sweeps keep theirs."""
     return name if seed == 0 else f"{name}_s{seed}"
@@ -123,6 +144,8 @@ def finish(c: ml_collections.ConfigDict, name: str, points: Sequence[Mapping[str
 
     if args.get("epochs") is not None:
         c.train.num_epochs = args["epochs"]
+    if args.get("only") is not None:
+        points = selected(points, str(args["only"]))
     c.sweep = sweep.block(name, with_seeds(points, args.get("seeds")))
     return c
 

@@ -18,7 +18,7 @@ run with `coefficients=A/B/G` into a workdir of its own; its points keep the nam
     python launch.py --config configs/sweeps/compound.py --workdir sweeps/cmp --mode=report
 
 Argument: dataset=NAME, scale=auto|paper|small, phis=P1/P2/..., coefficients=A/B/G or alpha=, beta=,
-gamma= (default the paper's 1.2/1.1/1.15), seeds=N|S1/S2/..., epochs=E (configs/sweeps/base.py).
+gamma= (default the paper's 1.2/1.1/1.15), seeds=N|S1/S2/..., epochs=E, only=GLOB/... (configs/sweeps/base.py).
 """
 
 from __future__ import annotations

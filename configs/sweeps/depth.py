@@ -8,7 +8,8 @@ Expected: top-1 rises with depth and saturates early (paper: d 1 -> 8 on ImageNe
 vanish past d ~4). Small default (Fashion-MNIST, 32 px, 2 epochs): d 0.5 .. 3 (5 points, ~8.5x
 B0-at-32px multiply-adds in all). `doublings=4` instead: depths solved to 1, 2, 4, 8 and 16x
 B0's multiply-adds (d 1 .. 15.1 at 32 px). Argument: dataset=NAME, scale=auto|paper|small,
-depths=D1/D2/... (multipliers separated by '/') or doublings=N, seeds=N|S1/S2/..., epochs=E (configs/sweeps/base.py).
+depths=D1/D2/... (multipliers separated by '/') or doublings=N, seeds=N|S1/S2/..., epochs=E,
+only=GLOB/... (configs/sweeps/base.py).
 """
 
 from __future__ import annotations

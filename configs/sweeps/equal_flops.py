@@ -20,7 +20,7 @@ Every point sets width, depth and resolution explicitly (compound: the base valu
 it is self-contained; the solution is made for the base model of this file, so change the model
 through the argument (dataset, scale), not with --config.model.* on the command line.
 Argument: dataset=NAME, scale=auto|paper|small, budgets=B1/B2/..., alpha=, beta=, gamma=,
-seeds=N|S1/S2/..., epochs=E (configs/sweeps/base.py).
+seeds=N|S1/S2/..., epochs=E, only=GLOB/... (configs/sweeps/base.py).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Any other grid is a few lines in a file like this one: build the base config, li
 and set `c.sweep = sweep.block(name, points)`; any config field can be an override (for
 example 'train.learning_rate' or 'model.drop_path').
 Argument: dataset=NAME, scale=auto|paper|small, widths=, depths=, resolutions= ('/' separates),
-seeds=N|S1/S2/... (every point once per seed), epochs=E (configs/sweeps/base.py).
+seeds=N|S1/S2/... (every point once per seed), epochs=E, only=GLOB/... (configs/sweeps/base.py).
 """
 
 from __future__ import annotations

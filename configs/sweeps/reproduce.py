@@ -23,7 +23,7 @@ each of B0's one-block stages into two at any depth above 1 (see README, "What t
 
 Argument: dataset=NAME, scale=small|paper, epochs=E, budget=B (multiple of the base MACs),
 widths=, depths=, resolutions= (pixels), phis= ('/' separates; the equal-budget points are added),
-seeds=N|S1/S2/... (configs/sweeps/base.py).
+seeds=N|S1/S2/..., only=GLOB/... (configs/sweeps/base.py).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ most of the gain by w ~2). Small default (Fashion-MNIST, 32 px, 2 epochs): w 0.5
 ~8x B0-at-32px multiply-adds in all). `doublings=4` instead: widths solved to 1, 2, 4, 8 and 16x
 B0's multiply-adds (w 1 .. 4.18 at 32 px), the line the saturation claim needs.
 Argument: dataset=NAME, scale=auto|paper|small, widths=W1/W2/... (multipliers separated by '/')
-or doublings=N, seeds=N|S1/S2/..., epochs=E (configs/sweeps/base.py).
+or doublings=N, seeds=N|S1/S2/..., epochs=E, only=GLOB/... (configs/sweeps/base.py).
 """
 
 from __future__ import annotations

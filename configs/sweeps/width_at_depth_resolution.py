@@ -8,7 +8,8 @@ equal multiply-adds the line with deeper AND higher-resolution networks is highe
 d=2, r=1.3 reaches higher accuracy than width alone at the same FLOPs). Each (d, r) is one
 series in the table and one line in the figure. Small default (Fashion-MNIST, 32 px, 2 epochs):
 w 0.5 / 1 / 1.5 at each setting, 12 points, ~39x B0-at-32px multiply-adds in all (r=1.3 -> 42 px).
-Argument: dataset=NAME, scale=auto|paper|small, widths=W1/W2/..., seeds=N|S1/S2/..., epochs=E (configs/sweeps/base.py).
+Argument: dataset=NAME, scale=auto|paper|small, widths=W1/W2/..., seeds=N|S1/S2/...,
+epochs=E, only=GLOB/... (configs/sweeps/base.py).
 """
 
 from __future__ import annotations
