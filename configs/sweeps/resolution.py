@@ -12,8 +12,8 @@ stride-2 stages the last feature map is ceil(r / 32) pixels wide, so 32 -> 34 px
 `doublings=4` instead: resolutions solved to 1, 2, 4, 8 and 16x B0's multiply-adds (32 px: 32,
 33, 64, 88, 129 px: 2x is out of reach, 33 px already costs 2.4x, and the last step is 19x).
 Argument: dataset=NAME, scale=auto|paper|small, resolutions=R1/R2/... (pixels, or multipliers of
-the base resolution when below 8; '/' separates) or doublings=N, seeds=N|S1/S2/..., epochs=E
-(configs/sweeps/base.py).
+the base resolution when below 8; '/' separates) or doublings=N, seeds=N|S1/S2/..., epochs=E,
+only=GLOB/... (configs/sweeps/base.py).
 """
 
 from __future__ import annotations
