@@ -63,6 +63,13 @@ def by_hand(values):
     return f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}] (n={len(values)})"
 
 
+def by_hand_level(values):
+    """The report's text for an accuracy's mean and 95% interval."""
+    mean = statistics.mean(values)
+    half = T95[len(values)] * statistics.stdev(values) / math.sqrt(len(values))
+    return f"{mean:.2f} [{mean - half:.2f}, {mean + half:.2f}] (n={len(values)})"
+
+
 def test_claim_1_supported_when_every_dimension_gains_less_per_doubling():
     rows = line("width", concave) + line("depth", concave) + line("resolution", concave)
     c = claims(rows)[1]
@@ -163,6 +170,25 @@ def test_claim_3_the_grids_pick_stays_ahead_at_larger_phi():
         grid() + compound_line("1.4/1.1/1.1", [80, 82, 84, 83]) + compound_line("1.2/1.1/1.15", [80, 81.5, 83, 84])
     )
     assert claims(reversed_)[3].verdict == report.NOT_SUPPORTED
+
+
+def test_claim_3_the_grid_chooses_on_validation_and_shows_its_ranking():
+    # 1.4/1.1/1.1 is ahead on the reported (test) accuracy, 1.2/1.1/1.15 on validation: validation chooses.
+    rows = grid()
+    for r in rows:
+        r["val_top1"] = r["top1"] + (-0.010 if r["coefficients"] == "1.4/1.1/1.1" else 0.0)
+    lines = claims(rows)[3].lines
+    val = {(r["coefficients"], r["seed"]): 100 * r["val_top1"] for r in rows}
+    lead = by_hand([val["1.2/1.1/1.15", s] - val["1.4/1.1/1.1", s] for s in (0, 1, 2)])
+    assert lines[0] == (
+        f"The grid (2 candidates at phi = 1) picked 1.2/1.1/1.15, ahead of 1.4/1.1/1.1 by {lead}, "
+        "chosen on validation top-1."
+    )
+    first, second = (x for x in lines if x.startswith(("| 1 |", "| 2 |")))
+    test = [100 * r["top1"] for r in rows if r["coefficients"] == "1.2/1.1/1.15"]
+    assert first.startswith("| 1 | 1.2/1.1/1.15 | 4M |") and f"| {by_hand_level(test)} |" in first
+    assert second.startswith("| 2 | 1.4/1.1/1.1 |") and "| -0.40 [" in second
+    assert claims(grid())[3].lines[0].endswith("chosen on `top1` (these records have no validation split).")
 
 
 def test_claim_3_compares_at_equal_macs_by_interpolating_the_other_line():
