@@ -1,0 +1,296 @@
+"""The paper's method on Fashion-MNIST with seeds, run in resumable chunks: experiments (a) to (d).
+
+    python experiments/paper_method.py --hours 2.5 --commit   # the next chunk: trains until the time is up
+    python experiments/paper_method.py --status               # per experiment: done / pending, predicted hours
+    python experiments/paper_method.py --no-train             # tables, figures, claims report from the records
+
+Experiments, in the order they run (each a sweep config in a workdir of experiments/sweeps/, all
+points at 1 epoch, B0 at 32 px and the small recipe of configs/sweeps/base.py):
+
+- (a) `abg_grid`: the alpha / beta / gamma grid at phi = 1, every candidate solved to the same
+  multiply-adds (4x B0, configs/sweeps/abg_grid.py `target=auto`), 3 seeds; the candidate with
+  the best validation top-1 is the grid's pick (effscale.report);
+- (a') `abg_grid_2ep`: four candidates again at 2 epochs, seed 0 (the depth-only, width-only and
+  resolution-only extremes and the paper's), to see whether the ranking holds from 1 to 2 epochs;
+- (b) `compound/found` and `compound/paper`: compound lines phi 0..3 with the grid's pick (once
+  (a) is complete) and with the paper's 1.2 / 1.1 / 1.15, 3 seeds;
+- (d) `equal_flops`: every strategy at 3.8x and 8x B0, 3 seeds;
+- (c) `lines/width`, `lines/depth`, `lines/resolution`: each dimension alone to 16x B0's
+  multiply-adds in doublings, 3 seeds; `fig4`: width at two depths and two resolutions, 3 seeds.
+
+A chunk runs the experiments' sweeps one after another through launch.py (finished points are
+skipped, an interrupted one resumes from its checkpoint); at the deadline it sends SIGTERM, so the
+running point saves and stops. With --commit, each finished point's records (point.json,
+fingerprint.json, result.json, metrics.jsonl; checkpoints are .gitignored) are committed to git as
+they land, so that a chunk on any machine continues where the last one stopped. --no-train writes
+experiments/results/method/: the table and grouped table of (a)-(d), the 1-vs-2-epoch ranking,
+figures, and the claims report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEPS = ROOT / "experiments" / "sweeps"
+RESULTS = ROOT / "experiments" / "results" / "method"
+EPOCHS = "epochs=1"
+SEEDS = "seeds=3"
+# The 2-epoch check: all depth, all width, all resolution, and the paper's coefficients.
+RANKING_CHECK = "abg-a2-b1-g1-*/abg-a1-b1.4-g1-*/abg-a1-b1-g1.4-*/abg-a1.2-b1.1-g1.15-*"
+POLL_S = 20.0
+STOP_GRACE_S = 600.0  # how long a stopped point may take to save
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    name: str  # its workdir under experiments/sweeps/
+    config: str  # configs/sweeps/<file>.py
+    arg: str  # the config argument, without the grid's pick (filled in at run time)
+    main: bool = True  # part of the table of (a)-(d); the 2-epoch check is kept apart
+
+    @property
+    def workdir(self) -> Path:
+        return SWEEPS / self.name
+
+
+def experiments(pick: str | None) -> list[Experiment]:
+    """The experiments in running order; (b)'s found line only once the grid has a pick."""
+    out = [
+        Experiment("abg_grid", "abg_grid", f"target=auto,{SEEDS},{EPOCHS}"),
+        Experiment("abg_grid_2ep", "abg_grid", f"target=auto,epochs=2,only={RANKING_CHECK}", main=False),
+        Experiment("compound/paper", "compound", f"{SEEDS},{EPOCHS}"),
+    ]
+    if pick is not None:
+        out.append(Experiment("compound/found", "compound", f"coefficients={pick},{SEEDS},{EPOCHS}"))
+    out.append(Experiment("equal_flops", "equal_flops", f"{SEEDS},{EPOCHS}"))
+    out += [Experiment(f"lines/{d}", d, f"doublings=4,{SEEDS},{EPOCHS}") for d in ("width", "depth", "resolution")]
+    out.append(Experiment("fig4", "width_at_depth_resolution", f"{SEEDS},{EPOCHS}"))
+    return out
+
+
+def config_of(e: Experiment):
+    """The sweep config of `e` (imported here: configs import the library)."""
+    import importlib
+
+    return importlib.import_module(f"configs.sweeps.{e.config}").get_config(e.arg)
+
+
+def rows_of(e: Experiment) -> list[dict]:
+    from effscale import results, sweep
+
+    return results.collect(e.workdir, sweep.pending_records(config_of(e))) if e.workdir.exists() else []
+
+
+def grid_pick() -> str | None:
+    """The grid's pick as A/B/G once every point of (a) is done; None before."""
+    from effscale import report, results
+
+    rows = rows_of(experiments(None)[0])
+    if not rows or any(r["status"] != "done" for r in rows):
+        return None
+    best, _, _ = report.grid_winner(rows, results.accuracy_key(rows))
+    return None if best is None else report.label(best)
+
+
+# ----------------------------------------------------------------------------- a chunk
+
+
+def run_chunk(hours: float, commit: bool) -> int:
+    """Trains the experiments in order until they are done or `hours` have passed; returns an exit code."""
+    deadline, started, code = time.monotonic() + 3600.0 * hours, time.time(), 0
+    ran: set[str] = set()
+    while time.monotonic() < deadline:
+        todo = [e for e in experiments(grid_pick()) if e.name not in ran]
+        if not todo:
+            break
+        outcome = _train(todo[0], deadline, commit)
+        ran.add(todo[0].name)
+        code = max(code, 0 if outcome in (0, "stopped") else 1)  # a failed point does not stop the chunk
+    _log_chunk(started, commit)
+    return code
+
+
+def _train(e: Experiment, deadline: float, commit: bool) -> int | str:
+    """One experiment's sweep through launch.py, stopped with SIGTERM (the point saves) at `deadline`."""
+    command = [
+        sys.executable,
+        "launch.py",
+        "--config",
+        f"configs/sweeps/{e.config}.py:{e.arg}",
+        f"--workdir={e.workdir}",
+    ]
+    print(f"paper_method: {e.name}: {' '.join(command[1:])}", flush=True)
+    proc = subprocess.Popen(command, cwd=ROOT)
+    stopped_at = None
+    while proc.poll() is None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=POLL_S)
+        if commit:
+            commit_records()
+        if stopped_at is None and time.monotonic() >= deadline:
+            print(f"paper_method: time is up: stopping {e.name} (the running point saves and resumes next chunk)")
+            proc.send_signal(signal.SIGTERM)
+            stopped_at = time.monotonic()
+        elif stopped_at is not None and time.monotonic() - stopped_at > STOP_GRACE_S:
+            proc.kill()  # its last complete checkpoint is what the next chunk resumes from
+    if commit:
+        commit_records()
+    return "stopped" if stopped_at is not None else proc.returncode
+
+
+def record_files() -> list[Path]:
+    """The files kept in git of every finished point under experiments/sweeps/ (see .gitignore)."""
+    out = []
+    for result in sorted(SWEEPS.glob("**/result.json")):
+        for name in ("point.json", "fingerprint.json", "result.json", "metrics.jsonl"):
+            if (result.parent / name).exists():
+                out.append(result.parent / name)
+    return out + [p for p in (SWEEPS / "chunks.jsonl",) if p.exists()]
+
+
+def commit_records() -> None:
+    """Commits the finished points' records (only those paths; whatever else is staged stays staged).
+
+    A commit that fails (another git command holds the index) is only reported: the next poll retries.
+    """
+    files = [str(p.relative_to(ROOT)) for p in record_files()]
+    if not files:
+        return
+    added = subprocess.run(["git", "add", "--", *files], cwd=ROOT, capture_output=True, text=True)
+    staged = subprocess.run(["git", "diff", "--cached", "--quiet", "--", *files], cwd=ROOT).returncode
+    if added.returncode == 0 and staged:
+        done = sum(1 for _ in SWEEPS.glob("**/result.json"))
+        message = f"experiments: sweep records as they land ({done} finished points)"
+        added = subprocess.run(
+            ["git", "commit", "-q", "-m", message, "--", *files], cwd=ROOT, capture_output=True, text=True
+        )
+    if added.returncode:
+        print(f"paper_method: commit deferred to the next poll: {(added.stderr or '').strip().splitlines()[:1]}")
+
+
+def _log_chunk(started: float, commit: bool) -> None:
+    """Appends the chunk's wall time and machine to experiments/sweeps/chunks.jsonl (the machine-hours)."""
+    import json
+    import os
+    import platform
+
+    entry = {
+        "start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "hours": round((time.time() - started) / 3600.0, 3),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "finished_points": sum(1 for _ in SWEEPS.glob("**/result.json")),
+    }
+    SWEEPS.mkdir(parents=True, exist_ok=True)
+    with open(SWEEPS / "chunks.jsonl", "a") as f:
+        f.write(json.dumps(entry) + "\n")
+    if commit:
+        commit_records()
+
+
+# ----------------------------------------------------------------------------- status and outputs
+
+
+def plan() -> list[str]:
+    """Per experiment: finished / declared runs and the predicted training hours left (one cost model over
+    every finished point of every experiment, on the device most of them ran on)."""
+    from effscale import costmodel, sweep
+
+    exps = experiments(grid_pick())
+    finished = [r for e in exps for r in rows_of(e) if r["status"] == "done"]
+    lines, left = [], 0.0
+    for e in exps:
+        cfg = config_of(e)
+        expanded = sweep.expand(cfg)
+        rows = costmodel.annotate(
+            sweep.status(cfg, e.workdir),
+            finished,
+            [c.train for _, c in expanded],
+            [str(c.data.name) for _, c in expanded],
+        )
+        done = sum(r["state"] == "done" for r in rows)
+        predicted = [r.get("predicted_s") for r in rows if r["state"] != "done"]
+        known = sum(p for p in predicted if p)
+        left += known
+        if not predicted:
+            guess = "none"
+        elif not any(predicted):
+            guess = f"no prediction yet (the cost model needs {costmodel.MIN_POINTS} finished points)"
+        else:
+            guess = f"{known / 3600:.1f} h" + ("" if all(predicted) else " and more (some points unpredicted)")
+        lines.append(f"{e.name:<18} {done:>3} of {len(rows):>3} runs finished; training left: {guess}")
+    if grid_pick() is None:
+        lines.append("compound/found     waits for the grid (a) to finish: its pick sets the coefficients")
+    spent = sum(float(r.get("wall_time_s") or 0.0) for r in finished)
+    lines.append(f"finished runs' wall time {spent / 3600:.2f} h; predicted training left {left / 3600:.1f} h "
+                 "(plus ~15% for compilation and the test-split evaluation)")  # fmt: skip
+    return lines
+
+
+def write_outputs(out: Path) -> list[Path]:
+    """The table, grouped table, figures and claims report of (a)-(d), and the 1-vs-2-epoch ranking."""
+    from effscale import plots, report, results
+
+    exps = experiments(grid_pick())
+    rows = [r for e in exps if e.main for r in rows_of(e)]
+    written = list(results.write_table(rows, out / "table"))
+    written.append(results.write_grouped(rows, out / "grouped.csv"))
+    written.append(report.write(rows, out / "report.md", "experiments (a)-(d) in experiments/sweeps")[0])
+    written += plots.plot_all(rows, out / "figures")
+    ranking = out / "ranking_1_vs_2_epochs.md"
+    ranking.write_text(ranking_check(rows_of(exps[0]), rows_of(exps[1])))
+    return [*written, ranking]
+
+
+def ranking_check(one_epoch: list[dict], two_epochs: list[dict]) -> str:
+    """Seed 0 of the checked candidates at 1 and 2 epochs: validation top-1 and rank at each."""
+    key = "val_top1"
+    a = {r["network"] or r["point"]: r for r in one_epoch if r["status"] == "done" and not r.get("seed")}
+    b = {r["network"] or r["point"]: r for r in two_epochs if r["status"] == "done"}
+    both = [n for n in b if n in a and a[n].get(key) is not None and b[n].get(key) is not None]
+    if len(both) < 2:
+        return "# Ranking at 1 and 2 epochs\n\nNot enough finished points yet (needs two candidates at both).\n"
+    rank1 = sorted(both, key=lambda n: -a[n][key])
+    rank2 = sorted(both, key=lambda n: -b[n][key])
+    out = ["# Ranking at 1 and 2 epochs (seed 0, validation top-1)", "",
+           "| candidate | 1 epoch | rank | 2 epochs | rank |", "|---|---|---|---|---|"]  # fmt: skip
+    for n in rank1:
+        out.append(
+            f"| {n} | {100 * a[n][key]:.2f} | {rank1.index(n) + 1} | {100 * b[n][key]:.2f} | {rank2.index(n) + 1} |"
+        )
+    verdict = "holds" if rank1 == rank2 else "changes"
+    out += ["", f"The order {verdict} from 1 to 2 epochs over these {len(both)} candidates (one seed each)."]
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hours", type=float, default=2.5, help="train for at most this long (default 2.5)")
+    ap.add_argument("--commit", action="store_true", help="git-commit each finished point's records as it lands")
+    ap.add_argument("--status", action="store_true", help="print what is done and the predicted hours left")
+    ap.add_argument("--no-train", action="store_true", help="only write the tables, figures and report")
+    ap.add_argument("--out", default=str(RESULTS), help=f"where --no-train writes (default {RESULTS})")
+    args = ap.parse_args(argv)
+    if args.hours <= 0:
+        print(f"effscale: error: --hours={args.hours}: allowed: a positive number of hours.", file=sys.stderr)
+        return 2
+    if args.status:
+        print("\n".join(plan()))
+        return 0
+    if args.no_train:
+        for path in write_outputs(Path(args.out)):
+            print(path)
+        return 0
+    return run_chunk(args.hours, args.commit)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
