@@ -196,10 +196,17 @@ def _start_jax(sweep_shard: str | None = None) -> None:
 
 
 def _quiet_libraries() -> None:
-    """Orbax and TFDS log every step of their work at INFO through absl; effscale's progress has its own logger."""
+    """Orbax and TFDS log every step of their work at INFO through absl; effscale's progress has its own logger.
+
+    gcsfs logs a whole traceback for each request GCS refuses before it raises the error, which
+    effscale then reports in one line (or with its traceback, when it is no storage failure).
+    """
+    import logging
+
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
 
 
 def _train_or_eval(config, mode: str, workdir: str) -> int:
@@ -226,7 +233,8 @@ def _train_or_eval(config, mode: str, workdir: str) -> int:
     except Exception as e:
         from effscale import checkpoint
 
-        storage = errors.as_storage_error(e, workdir, checkpoint.newest_step(workdir))
+        kept = checkpoint.newest_step_or_none(checkpoint.checkpoints_of(workdir))
+        storage = errors.as_storage_error(e, workdir, kept)
         if storage is None:
             raise
         return _storage_failed(storage)

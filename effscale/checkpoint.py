@@ -55,7 +55,7 @@ class Manager:
             create=True,
             cleanup_tmp_directories=True,  # what a killed save left behind
         )
-        self.directory = storage.path(workdir, "workdir") / "checkpoints"
+        self.directory = checkpoints_of(workdir)
         self._failed = False  # a storage error was raised: close() must not raise it again
         with self._storage_errors():
             self._manager = ocp.CheckpointManager(self.directory, options=options)
@@ -167,12 +167,16 @@ class Manager:
             if cause is None:
                 raise
             self._failed = True
-            self._remove_temporaries()
-            kept = _complete_steps(self.directory)
-            kept_text = f"the last good checkpoint (step {kept[-1]}) is kept" if kept else "no checkpoint was saved yet"
+            # The storage that refused the write may refuse the listings too (revoked credentials): the
+            # cleanup is then left to the rerun (orbax removes uncommitted steps when it starts).
+            with contextlib.suppress(Exception):
+                self._remove_temporaries()
+            kept = newest_step_or_none(self.directory)
+            kept_text = f"the last good checkpoint (step {kept}) is kept" if kept else "no checkpoint was saved yet"
+            fix = "Fix that" if cause.startswith("GCS") else "Free space or fix the permissions"  # GCS's words name it
             raise StorageError(
                 f"Cannot write a checkpoint in {self.directory}: {cause}; {kept_text}. "
-                "Free space or fix the permissions (or choose another --workdir), then rerun to resume."
+                f"{fix} (or choose another --workdir), then rerun to resume."
             ) from e
 
     def _remove_temporaries(self) -> None:
@@ -258,12 +262,29 @@ def _first_line(exc: BaseException) -> str:
 
 def has_checkpoint(workdir: str | os.PathLike[str]) -> bool:
     """Whether `workdir` holds at least one complete checkpoint (without creating anything)."""
-    return bool(_complete_steps(storage.path(workdir, "workdir") / "checkpoints"))
+    return bool(_complete_steps(checkpoints_of(workdir)))
+
+
+def checkpoints_of(workdir: str | os.PathLike[str]) -> Any:
+    """The directory (an epath.Path) of `workdir`'s checkpoints."""
+    return storage.path(workdir, "workdir") / "checkpoints"
+
+
+def newest_step_or_none(directory: Any) -> int | None:
+    """The newest complete step under checkpoint `directory`, None when there is none or it cannot be listed.
+
+    For error messages written while the storage itself is failing.
+    """
+    try:
+        steps = _complete_steps(directory)
+    except Exception:  # noqa: BLE001 - gcsfs, TensorStore and the OS each raise their own types
+        return None
+    return steps[-1] if steps else None
 
 
 def newest_step(workdir: str | os.PathLike[str]) -> int | None:
     """The step of `workdir`'s newest complete checkpoint, read from the disk (None when there is none)."""
-    steps = _complete_steps(storage.path(workdir, "workdir") / "checkpoints")
+    steps = _complete_steps(checkpoints_of(workdir))
     return steps[-1] if steps else None
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from absl import flags
 
+from effscale import storage
 from effscale.shard import CLAIM, resolve_shard
 
 # Modes that write into the workdir (eval writes eval.json); status only reads it.
@@ -150,7 +151,8 @@ def check_command(
             raise CommandLineError(str(e)) from None
     if mode != "info":
         flag = f"--workdir={workdir}" if workdir_given else f"the default workdir {workdir} (--workdir sets another)"
-        check_workdir(workdir, writes=mode in WRITING_MODES, flag=flag)
+        # launch prints what to submit, often on a machine without the tasks' credentials: no bucket is asked.
+        check_workdir(workdir, writes=mode in WRITING_MODES, flag=flag, reach=mode != "launch")
 
 
 def check_launcher(mode: str, launcher: str | None) -> None:
@@ -164,12 +166,21 @@ def check_launcher(mode: str, launcher: str | None) -> None:
         raise CommandLineError(f"--launcher={launcher} takes --mode=launch (it prints what to submit).")
 
 
-def check_workdir(workdir: str, writes: bool, flag: str) -> None:
+def check_workdir(workdir: str, writes: bool, flag: str, reach: bool = True) -> None:
     """`workdir` is a directory or can become one, writable by this process when the mode writes into it.
 
     Permissions are asked with os.access, which answers for this process's user (root included:
-    a read-only filesystem still says no).
+    a read-only filesystem still says no). A gs://BUCKET/PATH is asked of its bucket instead when
+    `reach` (effscale.storage.check_reachable: the settings, the bucket, the credentials; one request,
+    no JAX); another scheme is refused.
     """
+    try:
+        if storage.is_object_store(storage.path(workdir, "--workdir")):
+            if reach:
+                storage.check_reachable(workdir, "--workdir")
+            return
+    except ValueError as e:
+        raise CommandLineError(str(e)) from None
     path = os.path.abspath(workdir)
     if os.path.lexists(path) and not os.path.isdir(path):
         raise CommandLineError(f"{flag} is a file, not a directory: give a directory (a new one or an earlier run's).")

@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from effscale import fashion_mnist
+from effscale import fashion_mnist, storage
 from effscale.augment import checks, erasing, policies
 
 FASHION_MNIST = "fashion_mnist"
@@ -112,6 +112,7 @@ def dataset_info(data_cfg) -> DatasetInfo:
     split that leaves nothing to train on.
     """
     data_cfg = copy.deepcopy(data_cfg)  # counted later: later edits of the caller's config must not change it
+    _check_reachable(data_cfg)
     builder = _checked_builder(data_cfg)
     _, label_key = _feature_keys(builder)
     num_classes = int(builder.info.features[label_key].num_classes)
@@ -229,10 +230,35 @@ def _eval_steps(num_examples: int, batch_size: int, process_count: int) -> int:
     return max(1, -(-largest_share // batch_size))
 
 
+def _user_dir(value: str | None, field: str) -> str | None:
+    """A directory the config names (local or gs://), as TFDS takes it; ValueError naming `field` for another scheme.
+
+    Local paths are passed on as given (TFDS expands ~ and resolves them against the current
+    directory); a gs:// URL in the form effscale uses everywhere (no trailing slash).
+    """
+    if not value:
+        return None
+    checked = storage.path(value, field)
+    return os.fspath(checked) if storage.is_object_store(checked) else value
+
+
+def _data_dir(data_cfg) -> str | None:
+    return _user_dir(data_cfg.data_dir, "config.data.data_dir")
+
+
 def _manual_dir(data_cfg) -> str | None:
+    manual_dir = _user_dir(data_cfg.manual_dir, "config.data.manual_dir")
     if data_cfg.name == FASHION_MNIST:
-        return data_cfg.manual_dir or fashion_mnist.DEFAULT_MANUAL_DIR
-    return data_cfg.manual_dir
+        return manual_dir or fashion_mnist.DEFAULT_MANUAL_DIR
+    return manual_dir
+
+
+def _check_reachable(data_cfg) -> None:
+    """A gs:// data_dir / manual_dir that cannot be used (no bucket, no credentials) is one line before any read."""
+    given = {"config.data.data_dir": _data_dir(data_cfg), "config.data.manual_dir": _manual_dir(data_cfg)}
+    for field, value in given.items():
+        if value and storage.is_object_store(value):
+            storage.check_reachable(value, field)
 
 
 def _checked_builder(data_cfg) -> tfds.core.DatasetBuilder:
@@ -245,7 +271,7 @@ def _checked_builder(data_cfg) -> tfds.core.DatasetBuilder:
             raise ValueError(
                 f"Fashion-MNIST: files {', '.join(missing)} not found in {manual_dir}. {fashion_mnist.INSTRUCTIONS}"
             )
-    return _make_builder(data_cfg.name, data_cfg.data_dir)
+    return _make_builder(data_cfg.name, _data_dir(data_cfg))
 
 
 def _builder(data_cfg) -> tfds.core.DatasetBuilder:
@@ -254,7 +280,7 @@ def _builder(data_cfg) -> tfds.core.DatasetBuilder:
     if not builder.is_prepared():
         _prepare(builder, _manual_dir(data_cfg))
         # Another process may have prepared it: a fresh builder reads the split sizes from disk.
-        builder = _make_builder(data_cfg.name, data_cfg.data_dir)
+        builder = _make_builder(data_cfg.name, _data_dir(data_cfg))
     return builder
 
 

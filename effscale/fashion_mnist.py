@@ -24,6 +24,8 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
+from effscale import storage
+
 DEFAULT_MANUAL_DIR = "/usr/share/datasets/fashion-mnist"
 
 # split -> (images file, labels file), as named in the original distribution.
@@ -52,9 +54,8 @@ INSTRUCTIONS = (
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Decodes one gzipped IDX file (unsigned-byte data) into a numpy array of its declared shape."""
-    with gzip.open(path, "rb") as f:
-        data = f.read()
+    """Decodes one gzipped IDX file (unsigned-byte data, local or gs://) into a numpy array of its declared shape."""
+    data = gzip.decompress(storage.read_bytes(path))
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype_code != 0x08:
         raise ValueError(f"{path} is not an unsigned-byte IDX file (magic {data[:4].hex()}).")
@@ -63,8 +64,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 
 def missing_files(manual_dir: str | os.PathLike) -> list[str]:
-    """Names of the IDX files absent from `manual_dir` (empty when all are there)."""
-    return [name for pair in FILES.values() for name in pair if not os.path.isfile(os.path.join(manual_dir, name))]
+    """Names of the IDX files absent from `manual_dir` (local or gs://; empty when all are there)."""
+    directory = storage.path(manual_dir, "config.data.manual_dir")
+    return [name for pair in FILES.values() for name in pair if not (directory / name).is_file()]
 
 
 class FashionMnistIdx(tfds.core.GeneratorBasedBuilder):

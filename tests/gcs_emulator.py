@@ -53,11 +53,18 @@ class Emulator:
 
 
 @contextlib.contextmanager
-def running(bucket: str = "effscale-test", require_auth: bool = False) -> Iterator[Emulator]:
-    """Starts the server, points this process (and its children) at it for the block, and stops it."""
+def running(
+    bucket: str = "effscale-test", require_auth: bool = False, refuse_while: str | None = None
+) -> Iterator[Emulator]:
+    """Starts the server, points this process (and its children) at it for the block, and stops it.
+
+    `refuse_while`: a file path; while that file exists, the server answers every request with 403,
+    as GCS does once a run's credentials lose their permission on the bucket.
+    """
     from effscale import storage
 
     command = [sys.executable, os.path.abspath(__file__), "--bucket", bucket] + (["--require-auth"] * require_auth)
+    command += ["--refuse-while", refuse_while] if refuse_while else []
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         port = _read_port(proc)
@@ -133,10 +140,14 @@ def _is_media_download(request: Any) -> bool:
     return request.method == "GET" and ("/download/" in request.path or request.query.get("alt") == ["media"])
 
 
-def _guarded(handler: Any, require_auth: bool, lock: threading.Lock) -> Any:
-    """`handler` with GCS's rules the emulator lacks: preconditions, 401 for anonymous callers, generation headers."""
+def _guarded(handler: Any, require_auth: bool, lock: threading.Lock, refuse_while: str | None = None) -> Any:
+    """`handler` with GCS's rules the emulator lacks: preconditions, 401 for anonymous callers, generation
+    headers; and 403 for every request while the file `refuse_while` exists (revoked permission)."""
 
     def run(request: Any, response: Any, storage: Any, *args: Any, **kwargs: Any) -> Any:
+        if refuse_while and os.path.exists(refuse_while):
+            _answer(response, HTTPStatus.FORBIDDEN, "The caller does not have storage.objects.create access.")
+            return None
         with lock:
             return _handle(handler, require_auth, request, response, storage, *args, **kwargs)
 
@@ -161,7 +172,7 @@ def _handle(handler: Any, require_auth: bool, request: Any, response: Any, stora
     return out
 
 
-def _serve(bucket: str, require_auth: bool) -> None:
+def _serve(bucket: str, require_auth: bool, refuse_while: str | None) -> None:
     import http.server
     import logging
     import time
@@ -174,7 +185,7 @@ def _serve(bucket: str, require_auth: bool) -> None:
     http.server.HTTPServer = http.server.ThreadingHTTPServer
     lock = threading.Lock()
     server.HANDLERS = tuple(
-        (regex, {method: _guarded(h, require_auth, lock) for method, h in handlers.items()})
+        (regex, {method: _guarded(h, require_auth, lock, refuse_while) for method, h in handlers.items()})
         for regex, handlers in server.HANDLERS
     )
     srv = server.create_server("127.0.0.1", 0, in_memory=True, default_bucket=bucket)
@@ -191,5 +202,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bucket", required=True)
     parser.add_argument("--require-auth", action="store_true")
+    parser.add_argument("--refuse-while", default=None, help="answer 403 to everything while this file exists")
     args = parser.parse_args()
-    _serve(args.bucket, args.require_auth)
+    _serve(args.bucket, args.require_auth, args.refuse_while)

@@ -413,3 +413,213 @@ def test_a_two_point_sweep_trains_into_the_bucket_and_status_collect_plot_read_i
         assert r["macs"] == result["macs"] and r["top1"] == result["eval_top1"]
     assert sweep.main(config, workdir, "plot") == 0
     assert bucket_fs().size(gcs.url("sweep", "figures", "gcs_top1_vs_macs.png")) > 1000
+
+
+# ----------------------------------------------------------------------------- data, initial weights, refusals
+
+
+def _idx_gz(array) -> bytes:
+    """`array` (uint8) as a gzipped IDX file, written from the format's definition."""
+    import gzip
+    import struct
+
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return gzip.compress(header + array.tobytes())
+
+
+def test_tfds_data_dir_and_manual_dir_in_the_bucket_are_resolved_there(gcs, tmp_path):
+    import numpy as np
+
+    from effscale import data, fashion_mnist
+
+    images = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
+    fs = bucket_fs()
+    for pair in fashion_mnist.FILES.values():
+        for name in pair:
+            fs.pipe_file(gcs.url("manual", name), _idx_gz(images))
+    cfg = tiny_config().data
+    cfg.data_dir, cfg.manual_dir = gcs.url("tfds") + "/", gcs.url("manual")
+    info = data.dataset_info(cfg)  # metadata only: nothing prepared, nothing written
+    assert info.name == "fashion_mnist" and info.num_classes == 10
+    assert os.fspath(data._checked_builder(cfg).data_dir_root) == gcs.url("tfds")
+    assert names_under(gcs, "tfds") == []
+    assert np.array_equal(fashion_mnist.read_idx(gcs.url("manual", "train-images-idx3-ubyte.gz")), images)
+    fs.rm_file(gcs.url("manual", "t10k-labels-idx1-ubyte.gz"))
+    with pytest.raises(ValueError, match=f"t10k-labels-idx1-ubyte.gz not found in {gcs.url('manual')}"):
+        data.dataset_info(cfg)
+    for field in ("data_dir", "manual_dir"):
+        bad = tiny_config().data
+        bad[field] = "gs://no-such-bucket/tfds"
+        with pytest.raises(ValueError) as e:
+            data.dataset_info(bad)
+        message = str(e.value)
+        assert "\n" not in message and message.startswith(f"config.data.{field}=gs://no-such-bucket/tfds: bucket")
+
+
+def test_paths_of_other_schemes_in_the_config_are_one_line_naming_the_field(tmp_path):
+    from effscale import cli, data, spec, train
+    from effscale.weights import initial
+
+    for field, value in (("data_dir", "s3://x/tfds"), ("manual_dir", "s3://x")):
+        cfg = tiny_config().data
+        cfg[field] = value
+        with pytest.raises(ValueError) as e:
+            data.dataset_info(cfg)
+        assert str(e.value) == (
+            f"config.data.{field}={value}: the scheme s3:// is not supported; give a local path or gs://BUCKET/PATH."
+        )
+    config = tiny_config()
+    config.init.weights = "ftp://x/w.h5"
+    with pytest.raises(ValueError, match=r"^config\.init\.weights=ftp://x/w\.h5: the scheme ftp:// is not supported"):
+        initial.load_initial(config.init, spec.build(config.model))
+    with pytest.raises(train.ConfigError, match=r"^config\.init\.weights=ftp://x/w\.h5: the scheme ftp://"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+    with pytest.raises(cli.CommandLineError, match=r"^--workdir=s3://b/run: the scheme s3:// is not supported"):
+        cli.check_workdir("s3://b/run", writes=True, flag="--workdir=s3://b/run")
+    with pytest.raises(cli.CommandLineError, match="lost a slash"):
+        cli.check_workdir("gs:/b/run", writes=True, flag="--workdir=gs:/b/run")
+
+
+def test_the_command_line_refuses_a_bad_data_path_before_jax_compiles(tmp_path):
+    proc = launch("--config", "tests/train_support.py", "--config.data.manual_dir=s3://x", "--mode=info", "--noxla")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err[-2000:]
+    lines = [line for line in err.splitlines() if line.startswith("effscale: error:")]
+    assert lines == ["effscale: error: config.data.manual_dir=s3://x: the scheme s3:// is not supported; "
+                     "give a local path or gs://BUCKET/PATH."], err[-2000:]  # fmt: skip
+
+
+def test_a_gs_workdir_on_the_command_line_is_asked_of_its_bucket(gcs):
+    from effscale import cli
+
+    cli.check_workdir(gcs.url("run"), writes=True, flag=f"--workdir={gcs.url('run')}")  # reachable: no error
+    with pytest.raises(cli.CommandLineError) as e:
+        cli.check_workdir("gs://no-such-bucket/run", writes=True, flag="--workdir=gs://no-such-bucket/run")
+    assert "\n" not in str(e.value) and str(e.value).startswith("--workdir=gs://no-such-bucket/run: bucket")
+    cli.check_command([], "launch", True, None, "gs://no-such-bucket/run", True, "slurm")  # launch asks no bucket
+
+
+def _timm_file(net, path) -> dict:
+    """A timm state dict of random weights for `net`, saved as .npz at local `path`; returns the variables."""
+    import numpy as np
+    from flax import traverse_util
+
+    from effscale import convert
+
+    rng = np.random.default_rng(0)
+    flat = {p: rng.normal(0, 1, s).astype(np.float32) for p, s in convert.expected_shapes(net).items()}
+    variables = traverse_util.unflatten_dict(flat)
+    np.savez(path, **convert.to_timm_state_dict(variables, net))
+    return variables
+
+
+def test_initial_weights_in_the_bucket_load_as_the_local_file(gcs, tmp_path):
+    import h5py
+    import jax
+    import numpy as np
+
+    from effscale import spec
+    from effscale.training import fingerprint
+    from effscale.weights import initial, keras_files
+
+    config = tiny_config()
+    net = spec.build(config.model)
+    variables = _timm_file(net, tmp_path / "sd.npz")
+    bucket_fs().put_file(str(tmp_path / "sd.npz"), gcs.url("weights", "sd.npz"))
+    config.init.timm_arch = "tf_efficientnet_b0"
+    loaded = {}
+    for where in (str(tmp_path / "sd.npz"), gcs.url("weights", "sd.npz")):
+        config.init.weights = where
+        loaded[where] = initial.load_initial(config.init, net).variables
+        jax.tree.map(np.testing.assert_array_equal, loaded[where], variables)
+    assert fingerprint.fingerprint(net, "fashion_mnist", config)["init"]["weights"] == gcs.url("weights", "sd.npz")
+
+    kernel = np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4)
+    with h5py.File(tmp_path / "w.h5", "w") as f:  # Keras' legacy layout, written from its definition
+        f.attrs["layer_names"] = [b"stem_conv"]
+        f.create_group("stem_conv").attrs["weight_names"] = [b"stem_conv/kernel:0"]
+        f["stem_conv"]["stem_conv/kernel:0"] = kernel
+    bucket_fs().put_file(str(tmp_path / "w.h5"), gcs.url("weights", "w.h5"))
+    read, layout = keras_files.read_keras_h5(gcs.url("weights", "w.h5"))
+    assert layout == "Keras legacy HDF5" and list(read) == ["stem_conv/kernel"]
+    assert np.array_equal(read["stem_conv/kernel"], kernel)
+
+    for missing, said in (("gs://no-such-bucket/w.npz", "bucket no-such-bucket"), (gcs.url("none.npz"), "No weights")):
+        config.init.weights = missing
+        with pytest.raises((ValueError, FileNotFoundError), match=said):
+            initial.load_initial(config.init, net)
+
+
+def test_an_effscale_workdir_in_the_bucket_gives_initial_weights(gcs):
+    import jax
+    import numpy as np
+
+    from effscale import spec
+    from effscale.weights import initial
+
+    config = tiny_config()
+    net = spec.build(config.model)
+    saved = {
+        "params": {"stem_conv": {"kernel": np.arange(216, dtype=np.float32).reshape(3, 3, 3, 8)}},
+        "batch_stats": {"stem_bn": {"mean": np.linspace(0, 1, 8, dtype=np.float32)}},
+    }
+    manager = checkpoint.Manager(gcs.url("pretrained"), 1, 1, asynchronous=False)
+    manager.save(3, saved)
+    manager.close()
+    config.init.weights = gcs.url("pretrained")  # source 'auto': a directory in the bucket is an effscale workdir
+    jax.tree.map(np.testing.assert_array_equal, initial.load_initial(config.init, net), saved)
+
+
+def test_a_write_into_a_deleted_bucket_is_a_storage_failure_named_in_one_line(gcs):
+    import numpy as np
+
+    from effscale.training import errors
+
+    fs = bucket_fs()
+    fs.mkdir("doomed")  # a bucket of this test's own: the module's other tests keep theirs
+    storage.write_atomic("gs://doomed/run/result.json", b"{}")
+    manager = checkpoint.Manager("gs://doomed/run", 1, 5, asynchronous=False)
+    manager.save(1, {"w": np.arange(8.0)})
+    fs.rm("gs://doomed", recursive=True)  # its objects, then the bucket itself
+    assert "doomed" not in [b.rstrip("/") for b in fs.ls("")]
+    gone = "GCS answered HTTP 404 Not Found for gs://doomed: the bucket was deleted"
+    with pytest.raises(FileNotFoundError) as e:
+        storage.write_atomic("gs://doomed/run/result.json", b"{}")
+    assert errors.storage_cause(e.value).startswith(gone)
+    message = str(errors.as_storage_error(e.value, "gs://doomed/run", 1))
+    assert "\n" not in message and message.startswith(f"Cannot write in gs://doomed/run: {gone}")
+    assert "the last good checkpoint (step 1) is kept" in message
+    with pytest.raises(errors.StorageError, match=f"Cannot write a checkpoint in gs://doomed/run/checkpoints: {gone}"):
+        manager.save(2, {"w": np.arange(8.0)})
+    manager.close()
+
+
+def test_permission_revoked_mid_run_stops_in_one_line_keeping_the_last_checkpoint_and_a_rerun_resumes(tmp_path):
+    revoked = tmp_path / "revoked"  # while this file exists the server answers 403 to everything
+    with gcs_emulator.running(bucket="revocable", refuse_while=str(revoked)) as server:
+        workdir = server.url("run")
+        args = ["--config", "tests/train_support.py", f"--workdir={workdir}", "--config.train.checkpoint_every_steps=5"]
+        proc = launch(*args, "--config.train.num_steps=100000")
+        deadline = time.time() + 180
+        while not checkpoint.has_checkpoint(workdir) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        kept = checkpoint.newest_step(workdir)
+        revoked.touch()
+        try:
+            _, err = proc.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"the run did not stop once refused:\n{proc.communicate()[1][-3000:]}")
+        revoked.unlink()
+        last = err.strip().splitlines()[-1]
+        assert proc.returncode == 1 and "Traceback" not in err, err[-3000:]
+        assert last.startswith("effscale: error: Cannot write") and "GCS refused access (HTTP 403 Forbidden)" in last
+        assert last.endswith("then rerun to resume."), last
+        assert kept is not None and checkpoint.newest_step(workdir) >= kept  # nothing committed was lost
+        resumed_from = checkpoint.newest_step(workdir)
+        rerun = launch(*args, f"--config.train.num_steps={resumed_from + 2}")
+        _, err = rerun.communicate(timeout=180)
+        assert rerun.returncode == 0, err[-3000:]
+        result = record.read_record(server.url("run", "result.json"))
+        assert result.resumed_from_step == resumed_from and result.steps == resumed_from + 2

@@ -99,3 +99,124 @@ def test_a_diverged_run_keeps_no_poisoned_checkpoint_and_a_sane_rerun_trains(tmp
     assert math.isfinite(result["train_loss"]) and math.isfinite(result["eval_loss"])
     logged = [json.loads(line) for line in (tmp_path / record.METRICS).read_text().splitlines()]
     assert [e["step"] for e in logged if e["kind"] == "train"] == [1, 2, 3]
+
+
+# ----------------------------------------------------------------------------- GCS failures in the middle of a run
+
+
+@pytest.fixture
+def refusing_gcs(monkeypatch):
+    """Starts an HTTP server on loopback that answers every request with a given status and GCS's JSON error body.
+
+    Yields `start(status) -> http://127.0.0.1:PORT`; TensorStore is pointed at the newest one (as at an
+    emulator), and every server is stopped afterwards.
+    """
+    import http.server
+    import threading
+
+    servers = []
+
+    def start(status: int) -> str:
+        class Refuse(http.server.BaseHTTPRequestHandler):
+            def answer(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = json.dumps({"error": {"code": status, "message": "refused", "errors": [{"message": "refused"}]}})
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            do_GET = do_POST = do_PUT = do_DELETE = answer
+
+            def log_message(self, *args) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        servers.append(server)
+        host = f"http://127.0.0.1:{server.server_address[1]}"
+        monkeypatch.setenv("TENSORSTORE_GCS_HTTP_URL", host)
+        return host
+
+    monkeypatch.setenv("GOOGLE_AUTH_TOKEN_FOR_TESTING", "refused")  # TensorStore's credentials for a test server
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _tensorstore_write_error(bucket: str) -> ValueError:
+    """What TensorStore (orbax's array writer) raises when its write to `bucket` is refused, retries spent."""
+    ts = pytest.importorskip("tensorstore")
+    retries = {"max_retries": 1, "initial_delay": "1ms", "max_delay": "2ms"}
+    spec = {"driver": "gcs", "bucket": bucket, "path": "run/", "context": {"gcs_request_retries": retries}}
+    with pytest.raises(ValueError) as e:
+        ts.KvStore.open(spec).result().write("checkpoints/4/d/0", b"weights").result()
+    return e.value
+
+
+GCS_CAUSES = {
+    401: "GCS refused the credentials (HTTP 401 Unauthorized): they expired or were revoked; run `gcloud auth",
+    403: "GCS refused access (HTTP 403 Forbidden): check the credentials' permission on",
+    404: "GCS answered HTTP 404 Not Found for",
+    429: "GCS kept refusing requests (HTTP 429 Too Many Requests) after retries",
+    503: "GCS kept failing (HTTP 503 Service Unavailable) after retries",
+}
+
+
+@pytest.mark.parametrize("status", sorted(GCS_CAUSES))
+def test_a_refused_tensorstore_write_is_a_storage_failure_named_by_its_http_status(refusing_gcs, status):
+    from effscale.training import errors
+
+    refusing_gcs(status)
+    error = _tensorstore_write_error("bucket")
+    assert f"http_response_code='{status}'" in str(error)  # what is matched: TensorStore's own text
+    wrapped = RuntimeError("the background save failed")  # as orbax re-raises it
+    wrapped.__cause__ = error
+    cause = errors.storage_cause(wrapped)
+    assert cause is not None and cause.startswith(GCS_CAUSES[status]), cause
+    message = str(errors.as_storage_error(wrapped, "gs://bucket/run", 4))
+    assert "\n" not in message and message.startswith(f"Cannot write in gs://bucket/run: {GCS_CAUSES[status]}")
+    assert "the last good checkpoint (step 4) is kept" in message and message.endswith("then rerun to resume.")
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+def test_a_refused_gcsfs_write_is_a_storage_failure_naming_the_bucket(refusing_gcs, status):
+    """gcsfs (effscale's records, orbax's metadata) raises HttpError, OSError('Forbidden: ...') or FileNotFoundError."""
+    pytest.importorskip("gcsfs")
+    import gcsfs.core
+
+    from effscale.training import errors
+
+    fs = gcsfs.core.GCSFileSystem(token="anon", endpoint_url=refusing_gcs(status), skip_instance_cache=True)
+    with pytest.raises(Exception) as e:  # noqa: PT011 - which type is what this test is about
+        fs.pipe_file("bucket/run/result.json", b"{}")
+    assert getattr(e.value, "errno", None) is None  # no errno: the OS-level causes cannot see it
+    cause = errors.storage_cause(e.value)
+    assert cause is not None and cause.startswith(GCS_CAUSES[status]), cause
+    if status != 401:
+        assert "gs://bucket" in cause
+
+
+def test_gcs_client_errors_are_named_and_other_failures_are_not():
+    pytest.importorskip("gcsfs")
+    import aiohttp
+    import google.auth.exceptions
+    from gcsfs.retry import HttpError
+
+    from effscale.training import errors
+
+    assert errors.storage_cause(HttpError({"code": 429, "message": "rate limit"})).startswith(GCS_CAUSES[429])
+    assert errors.storage_cause(HttpError({"code": 503, "message": "backend"})).startswith(GCS_CAUSES[503])
+    revoked = google.auth.exceptions.RefreshError("invalid_grant: Token has been expired or revoked.")
+    assert errors.storage_cause(revoked).startswith(GCS_CAUSES[401])
+    info = aiohttp.RequestInfo(aiohttp.client_reqrep.URL("https://storage.googleapis.com/b/x/o"), "GET", {}, None)
+    assert errors.storage_cause(aiohttp.ClientResponseError(info, (), status=403)).startswith(GCS_CAUSES[403])
+    for other in (
+        HttpError({"code": 412, "message": "precondition"}),  # a lost race: the code handles it
+        HttpError({"code": 400, "message": "bad request"}),  # a bug, with its traceback
+        FileNotFoundError("https://storage.googleapis.com/download/storage/v1/b/x/o/missing?alt=media"),  # one object
+        ValueError("config.train.batch_size must be positive"),
+    ):
+        assert errors.storage_cause(other) is None, other

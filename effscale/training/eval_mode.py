@@ -7,7 +7,7 @@ import time
 
 import ml_collections
 
-from effscale import checkpoint, compile_cache, parallel, record
+from effscale import checkpoint, compile_cache, parallel, record, storage
 from effscale.training import evaluation, recording
 from effscale.training.compiled import compile_eval
 from effscale.training.errors import config_errors
@@ -39,7 +39,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> record.RunRecor
         with compile_cache.counting() as cache:
             eval_fn = compile_eval(setup)
         compile_time = time.perf_counter() - began
-        parallel.barrier(f"effscale:compiled-eval:{os.path.abspath(workdir)}")
+        parallel.barrier(f"effscale:compiled-eval:{os.fspath(storage.path(workdir))}")
         result = run_eval(setup, eval_fn, state)
         held_out = evaluation.in_run_split(setup) == evaluation.VALIDATION
         validation = run_eval(setup, eval_fn, state, evaluation.VALIDATION) if held_out else None

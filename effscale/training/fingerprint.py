@@ -8,7 +8,7 @@ from typing import Any
 
 import ml_collections
 
-from effscale import spec
+from effscale import spec, storage
 
 
 def fingerprint(net: spec.NetworkSpec, dataset: str, config: ml_collections.ConfigDict | None = None) -> dict[str, Any]:
@@ -32,7 +32,8 @@ def fingerprint(net: spec.NetworkSpec, dataset: str, config: ml_collections.Conf
         out["augment"] = augment
     init = config.get("init")
     if init is not None and init.weights:
-        out["init"] = {"weights": os.path.abspath(init.weights), "source": init.source, "top": init.top}
+        weights = os.fspath(storage.path(init.weights, "config.init.weights"))  # local: absolute; gs://: as given
+        out["init"] = {"weights": weights, "source": init.source, "top": init.top}
     tr = config.get("transfer")
     if tr is not None and (tr.freeze != "none" or tr.phases or tr.batchnorm != "frozen"):
         out["transfer"] = {"freeze": tr.freeze, "batchnorm": tr.batchnorm, "phases": [plain(p) for p in tr.phases]}

@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from effscale import checkpoint, compile_cache, host, lease, parallel, record
+from effscale import checkpoint, compile_cache, host, lease, parallel, record, storage
 from effscale.training import evaluation, progress, recording
 from effscale.training.compiled import EvalFn, TrainFn, compile_eval, compile_train
 from effscale.training.errors import Interrupted, NonFiniteLossError, config_errors
@@ -134,7 +134,7 @@ def _start(
     compile_time = time.perf_counter() - began
     host.return_freed_memory()
     # Hosts finish compiling at different times; the first collective must not time out on them.
-    parallel.barrier(f"effscale:compiled:{os.path.abspath(workdir)}:{start_step}")
+    parallel.barrier(f"effscale:compiled:{os.fspath(storage.path(workdir))}:{start_step}")
     state = fresh_state(setup, imported) if restored is None else state
     if writer.enabled:
         progress.log_start(setup, start_step, imported is not None)
@@ -191,7 +191,7 @@ def _next_phase(run: _Run, loop: _Loop, step: int) -> None:
     loop.compile_time += time.perf_counter() - began
     loop.cache_hits += cache.hits
     host.return_freed_memory()
-    parallel.barrier(f"effscale:compiled:{os.path.abspath(run.workdir)}:{step}")
+    parallel.barrier(f"effscale:compiled:{os.fspath(storage.path(run.workdir))}:{step}")
     loop.state = enter_phase(setup, loop.phase, loop.state)
     if run.lead:
         progress.log_phase(setup, loop.phase)

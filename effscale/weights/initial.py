@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from effscale import layers
+from effscale import layers, storage
 from effscale.spec import NetworkSpec
 from effscale.weights.imported import ImportedWeights, WeightImportError, check_top_mode
 from effscale.weights.keras import load_keras
@@ -21,10 +21,11 @@ def load_initial(init: Any, net: NetworkSpec) -> ImportedWeights | dict[str, Any
     """The initial weights `config.init` names, for `net` (numpy arrays).
 
     The one entry point for initial weights: a Keras file, a timm state dict or another
-    effscale workdir (`init.source`, or told from the path when 'auto'). Raises ValueError
-    (WeightImportError) when they cannot be used.
+    effscale workdir (`init.source`, or told from the path when 'auto'), local or gs://. Raises
+    ValueError (WeightImportError) when they cannot be used: an unsupported scheme or a bucket that
+    cannot be reached in one line naming the field, before anything is read.
     """
-    path = str(init.weights)
+    path = _checked(init.weights)
     source = _source_of(path) if init.source == "auto" else init.source
     if source == "keras":
         return load_keras(path, net, top=init.top)
@@ -37,8 +38,17 @@ def load_initial(init: Any, net: NetworkSpec) -> ImportedWeights | dict[str, Any
     raise ValueError(f"config.init.source must be 'auto', 'keras', 'timm' or 'effscale', got {source!r}.")
 
 
+def _checked(weights: Any) -> str:
+    """`config.init.weights` as the loaders take it: a local path as given, or a gs:// URL whose bucket answers."""
+    checked = storage.path(weights, "config.init.weights")
+    if not storage.is_object_store(checked):
+        return os.fspath(weights)
+    storage.check_reachable(checked, "config.init.weights")
+    return os.fspath(checked)
+
+
 def _source_of(path: str) -> str:
-    if os.path.isdir(path):
+    if storage.is_dir(path):
         return "effscale"
     if path.endswith((".h5", ".keras")):
         return "keras"

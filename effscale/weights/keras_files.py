@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from effscale import scaling
+from effscale import scaling, storage
 from effscale import spec as spec_lib
 from effscale.weights.imported import WeightImportError
 from effscale.weights.keras_names import NORMALIZATION, VARS, keras_layer_order, layer_class, layer_classes
@@ -61,13 +61,12 @@ def _open_h5(path: str | os.PathLike):
     import h5py
 
     path = os.fspath(path)
-    if not os.path.exists(path):
+    if not storage.exists(path):
         raise FileNotFoundError(f"No weights file at {path!r} (expected {EXPECTED}).")
-    with open(path, "rb") as fh:
-        magic = fh.read(8)
+    source, magic = _source(path)
     if magic[:2] == b"PK":
         try:
-            with zipfile.ZipFile(path) as z:
+            with zipfile.ZipFile(source) as z:
                 if "model.weights.h5" in z.namelist():  # a Keras 3 .keras archive
                     return h5py.File(io.BytesIO(z.read("model.weights.h5")), "r"), "Keras 3 .keras archive"
         except zipfile.BadZipFile as e:
@@ -77,11 +76,20 @@ def _open_h5(path: str | os.PathLike):
             f"effscale.convert.load_timm for timm weights); expected {EXPECTED}."
         )
     try:
-        return h5py.File(path, "r"), None
+        return h5py.File(source, "r"), None
     except OSError as e:
         raise WeightImportError(
             f"Cannot read {path!r} as HDF5 ({e}): the file is truncated or not HDF5; expected {EXPECTED}."
         ) from e
+
+
+def _source(path: str) -> tuple[str | io.BytesIO, bytes]:
+    """What h5py and zipfile are to read, and its first bytes: a local file in place, a gs:// object from memory."""
+    if storage.is_object_store(path):
+        data = storage.read_bytes(path)  # h5py needs random access, which a bucket object has only at a request each
+        return io.BytesIO(data), data[:8]
+    with storage.path(path).open("rb") as f:
+        return path, f.read(8)
 
 
 def _h5_group():

@@ -9,6 +9,7 @@ their state dicts cannot be told apart from the tf_ ones by their keys alone, he
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import zipfile
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from effscale import layers
+from effscale import layers, storage
 from effscale.spec import BlockSpec, NetworkSpec
 from effscale.weights import normalization, structure
 from effscale.weights.assemble import assemble
@@ -90,20 +91,20 @@ def read_state_dict(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, 
 
 def _read_file(path: str) -> Mapping[str, Any]:
     expected = "a timm state dict (.safetensors, .pth, .pt, .bin or .npz)"
-    if not os.path.exists(path):
+    if not storage.exists(path):
         raise FileNotFoundError(f"No weights file at {path!r} (expected {expected}).")
     if path.endswith(".safetensors"):
         try:
-            from safetensors.numpy import load_file
+            from safetensors.numpy import load, load_file
         except ImportError as e:
             raise WeightImportError(f"Reading {path!r} needs the 'safetensors' package.") from e
         try:
-            return load_file(path)
+            return load(storage.read_bytes(path)) if storage.is_object_store(path) else load_file(path)
         except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
             raise WeightImportError(f"Cannot read {path!r} as safetensors ({e}); expected {expected}.") from e
     if path.endswith(".npz"):
         try:
-            with np.load(path) as z:
+            with np.load(_readable(path)) as z:
                 return {k: z[k] for k in z.files}
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
             raise WeightImportError(f"Cannot read {path!r} as .npz ({e}); expected {expected}.") from e
@@ -115,12 +116,17 @@ def _read_file(path: str) -> Mapping[str, Any]:
                 f"Reading {path!r} needs torch; or save the state dict with safetensors / numpy and load that."
             ) from e
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(_readable(path), map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - torch raises many error types for bad files
             raise WeightImportError(f"Cannot read {path!r} with torch.load ({e}); expected {expected}.") from e
     if path.endswith((".h5", ".keras")):
         raise WeightImportError(f"{path!r} looks like a Keras file: use effscale.convert.load_keras.")
     raise WeightImportError(f"Unknown file type {path!r}; expected {expected}.")
+
+
+def _readable(path: str) -> str | io.BytesIO:
+    """What numpy and torch are to read: a local file in place, an object in a bucket read once into memory."""
+    return io.BytesIO(storage.read_bytes(path)) if storage.is_object_store(path) else path
 
 
 def timm_normalization(arch: str) -> normalization.InputNormalization:
