@@ -255,3 +255,18 @@ def test_a_second_trainer_is_refused_while_the_first_trains_and_the_hold_ends_wi
         _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
     assert not (workdir / lease.WRITER).exists()
+
+
+def test_sigterm_while_the_run_compiles_stops_it_cleanly_releasing_the_lease(tmp_path):
+    """The lease is taken before restoring and compiling; a signal from then on must not leave it held."""
+    workdir = tmp_path / "run"
+    proc = launch("--config", "tests/train_support.py", "--config.train.num_steps=100000", f"--workdir={workdir}")
+    deadline = time.time() + 180
+    while not (workdir / lease.WRITER).exists():  # held: restoring or compiling now
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "Stopped by SIGTERM at step " in err and not (workdir / lease.WRITER).exists()
+    assert (workdir / "checkpoints").is_dir()  # the step it stopped at is saved: a rerun resumes there

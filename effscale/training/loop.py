@@ -83,7 +83,17 @@ def train_and_evaluate(
     SIGTERM / preemption, or at `stop_at_step` (a time slice: a later call continues the
     same run, exactly as if it had not stopped).
     """
-    wall_start = time.perf_counter()
+    # SIGINT / SIGTERM are a stop request from the first line: one that comes while validating,
+    # restoring or compiling stops the run after its first step, with a checkpoint and the lease
+    # released, instead of killing it holding the lease.
+    with StopRequest() as stop:
+        return _validated_run(config, workdir, stop_at_step, stop, time.perf_counter())
+
+
+def _validated_run(
+    config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | None, stop: StopRequest, wall_start: float
+) -> record.RunRecord:
+    """train_and_evaluate's body: validates everything, then takes the lease, trains and publishes."""
     lead = jax.process_index() == 0
     with config_errors():
         setup = make_setup(config)
@@ -103,8 +113,7 @@ def train_and_evaluate(
         writer = record.MetricsWriter(workdir, enabled=lead)
         try:
             run, loop = _start(setup, workdir, ckpt, writer, imported, stop_at_step)
-            with StopRequest() as stop:
-                _train(run, loop, stop)
+            _train(run, loop, stop)
             ckpt.wait()
             out = _finish(run, loop, time.perf_counter() - wall_start)
             held.check()  # a process that lost its lease (stalled past the TTL) leaves the record to the new holder
