@@ -43,7 +43,9 @@ DIMENSIONS = ("width", "depth", "resolution")
 PAPER_COEFFICIENTS = (1.2, 1.1, 1.15)  # effscale.scaling's ALPHA, BETA, GAMMA (not imported: it pulls in the model)
 EXTRAPOLATE = 4.0  # claim 1's extrapolated gain: to this multiple of a line's largest MACs
 SAME_MACS = 0.05  # claim 3: two networks within 5% of each other's MACs are compared directly
-SELECTION_KEY = "val_top1"  # claim 3: the grid chooses on the validation split, never on the reported one
+# Claim 3: the grid chooses on the validation split, never on the reported (test) one; with the EMA
+# weights when the report compares EMA weights.
+SELECTION_KEYS = {"ema_top1": ("val_top1_ema", "val_top1"), "top1": ("val_top1",)}
 
 Row = Mapping[str, Any]
 Seeds = dict[Any, float]  # seed -> accuracy (percent)
@@ -307,15 +309,17 @@ def label(abg: tuple[float, float, float]) -> str:
 def grid_winner(rows: Sequence[Row], key: str) -> tuple[tuple[float, float, float] | None, list[str], list[str]]:
     """The best alpha/beta/gamma candidate of the grid's finished points, lines describing the choice, and a table.
 
-    The choice is made on validation top-1 (`SELECTION_KEY`, held out from the training split) when
-    every finished grid run has it, so that the test split stays untouched by the search; records
-    from before the validation split are ranked on `key`, and the text says so. The lines end with
+    The choice is made on validation top-1 (`SELECTION_KEYS`: of the EMA weights when `key` is, held
+    out from the training split) when every finished grid run has it, so that the test split stays
+    untouched by the search; records from before the validation split are ranked on `key`, and the
+    text says so. The lines end with
     the whole ranking: each candidate's validation and reported accuracy, and its paired
     difference to the pick (the table).
     """
     grid_rows = [r for r in rows if r.get("strategy") == "abg"]
     done = [r for r in grid_rows if r.get("status") == "done"]
-    chooser = SELECTION_KEY if done and all(_num(r.get(SELECTION_KEY)) is not None for r in done) else key
+    usable = [k for k in SELECTION_KEYS.get(key, ()) if done and all(_num(r.get(k)) is not None for r in done)]
+    chooser = usable[0] if usable else key
     chosen, reported = _by_coefficients(grid_rows, chooser), _by_coefficients(grid_rows, key)
     if not chosen:
         return None, [], []
@@ -326,7 +330,7 @@ def grid_winner(rows: Sequence[Row], key: str) -> tuple[tuple[float, float, floa
     if len(order) > 1:
         lead = stats.paired_difference(mean_by_seed(chosen[best]), mean_by_seed(chosen[order[1]])).summary
         text += f", ahead of {label(order[1])} by {pp(lead)}"
-    how = "validation top-1" if chooser == SELECTION_KEY else f"`{key}` (these records have no validation split)"
+    how = f"validation top-1 (`{chooser}`)" if usable else f"`{key}` (these records have no validation split)"
     table = header("rank", "alpha/beta/gamma", "MACs", f"`{chooser}` (chooses)", "minus the pick", f"`{key}`")
     for rank, abg in enumerate(order, 1):
         seeds = mean_by_seed(chosen[abg])
