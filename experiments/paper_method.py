@@ -251,16 +251,18 @@ def write_outputs(out: Path) -> list[Path]:
 
 
 def ranking_check(one_epoch: list[dict], two_epochs: list[dict]) -> str:
-    """Seed 0 of the checked candidates at 1 and 2 epochs: validation top-1 and rank at each."""
-    key = "val_top1"
+    """Seed 0 of the checked candidates at 1 and 2 epochs: validation top-1 (EMA weights, as the grid
+    chooses, where every run has it) and rank at each."""
     a = {r["network"] or r["point"]: r for r in one_epoch if r["status"] == "done" and not r.get("seed")}
     b = {r["network"] or r["point"]: r for r in two_epochs if r["status"] == "done"}
+    runs = [*a.values(), *b.values()]
+    key = "val_top1_ema" if runs and all(r.get("val_top1_ema") is not None for r in runs) else "val_top1"
     both = [n for n in b if n in a and a[n].get(key) is not None and b[n].get(key) is not None]
     if len(both) < 2:
         return "# Ranking at 1 and 2 epochs\n\nNot enough finished points yet (needs two candidates at both).\n"
     rank1 = sorted(both, key=lambda n: -a[n][key])
     rank2 = sorted(both, key=lambda n: -b[n][key])
-    out = ["# Ranking at 1 and 2 epochs (seed 0, validation top-1)", "",
+    out = [f"# Ranking at 1 and 2 epochs (seed 0, validation top-1: `{key}`)", "",
            "| candidate | 1 epoch | rank | 2 epochs | rank |", "|---|---|---|---|---|"]  # fmt: skip
     for n in rank1:
         out.append(
