@@ -103,22 +103,42 @@ def grid_pick() -> str | None:
 # ----------------------------------------------------------------------------- a chunk
 
 
+class Deadline:
+    """When the chunk ends: `hours` from now, or at once when the runner itself gets SIGTERM / SIGINT
+    (a scheduler's stop is passed on to the running sweep, which saves)."""
+
+    def __init__(self, hours: float):
+        self.at = time.monotonic() + 3600.0 * hours
+
+    def passed(self) -> bool:
+        return time.monotonic() >= self.at
+
+    def now(self, signum: int, frame: object) -> None:
+        print(f"paper_method: {signal.Signals(signum).name}: stopping at once", flush=True)
+        self.at = 0.0
+
+
 def run_chunk(hours: float, commit: bool) -> int:
     """Trains the experiments in order until they are done or `hours` have passed; returns an exit code."""
-    deadline, started, code = time.monotonic() + 3600.0 * hours, time.time(), 0
+    deadline, started, code = Deadline(hours), time.time(), 0
+    previous = {sig: signal.signal(sig, deadline.now) for sig in (signal.SIGTERM, signal.SIGINT)}
     ran: set[str] = set()
-    while time.monotonic() < deadline:
-        todo = [e for e in experiments(grid_pick()) if e.name not in ran]
-        if not todo:
-            break
-        outcome = _train(todo[0], deadline, commit)
-        ran.add(todo[0].name)
-        code = max(code, 0 if outcome in (0, "stopped") else 1)  # a failed point does not stop the chunk
+    try:
+        while not deadline.passed():
+            todo = [e for e in experiments(grid_pick()) if e.name not in ran]
+            if not todo:
+                break
+            outcome = _train(todo[0], deadline, commit)
+            ran.add(todo[0].name)
+            code = max(code, 0 if outcome in (0, "stopped") else 1)  # a failed point does not stop the chunk
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     _log_chunk(started, commit)
     return code
 
 
-def _train(e: Experiment, deadline: float, commit: bool) -> int | str:
+def _train(e: Experiment, deadline: Deadline, commit: bool) -> int | str:
     """One experiment's sweep through launch.py, stopped with SIGTERM (the point saves) at `deadline`."""
     command = [
         sys.executable,
@@ -135,7 +155,7 @@ def _train(e: Experiment, deadline: float, commit: bool) -> int | str:
             proc.wait(timeout=POLL_S)
         if commit:
             commit_records()
-        if stopped_at is None and time.monotonic() >= deadline:
+        if stopped_at is None and deadline.passed():
             print(f"paper_method: time is up: stopping {e.name} (the running point saves and resumes next chunk)")
             proc.send_signal(signal.SIGTERM)
             stopped_at = time.monotonic()

@@ -77,8 +77,16 @@ def test_a_chunk_stops_its_sweep_with_sigterm_at_the_deadline(monkeypatch, tmp_p
     monkeypatch.setattr(pm.subprocess, "Popen", lambda command, cwd: real_popen([sys.executable, "-c", stand_in]))
     monkeypatch.setattr(pm, "POLL_S", 0.2)
     experiment = pm.experiments(None)[0]
-    assert pm._train(experiment, deadline=pm.time.monotonic() + 1.0, commit=False) == "stopped"
+    deadline = pm.Deadline(1.0 / 3600)  # a second from now
+    assert pm._train(experiment, deadline, commit=False) == "stopped"
     assert seen.read_text() == str(int(signal.SIGTERM))
+
+
+def test_a_signal_to_the_runner_ends_the_chunk_at_once():
+    deadline = pm.Deadline(2.5)
+    assert not deadline.passed()
+    deadline.now(signal.SIGTERM, None)  # what its handler does
+    assert deadline.passed()
 
 
 def test_hours_must_be_positive(capsys):
