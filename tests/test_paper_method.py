@@ -101,3 +101,12 @@ def test_only_the_records_are_kept_in_git(name):
     path = f"experiments/sweeps/abg_grid/some-point/{name}"
     ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode == 0
     assert ignored == (name not in ("point.json",))
+
+
+def test_the_reproductions_timings_seed_the_cost_model_only_on_the_same_device():
+    cpu = [{"device_kind": "cpu", "device_count": 1}]
+    prior = pm.reproduction_timings(cpu)
+    assert len(prior) == 9 and {(r["device_kind"], r["device_count"]) for r in prior} == {("cpu", 1)}
+    assert min(r["macs"] for r in prior) < 1e7 < 5e7 < max(r["macs"] for r in prior)  # a range of MACs
+    assert pm.reproduction_timings([{"device_kind": "NVIDIA H200", "device_count": 1}]) == []
+    assert pm.reproduction_timings([*cpu, {"device_kind": "TPU v4", "device_count": 8}]) == []
