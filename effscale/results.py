@@ -69,6 +69,7 @@ RESULT_COLUMNS = {
     "test_top1_best": "test_top1_best",
     "wall_time_s": "wall_time_s",
     "compile_time_s": "compile_time_s",
+    "compile_cache_hits": "compile_cache_hits",
     "input_wait_fraction": "input_wait_fraction",
     "device_kind": "device_kind",
     "device_count": "device_count",
