@@ -71,8 +71,10 @@ def running(
         host = f"http://127.0.0.1:{port}"
         env = storage.emulator_env(host)
         with mock.patch.dict(os.environ, env), _fsspec_config_from(env):
+            epath_decides_again()
             yield Emulator(host, bucket, env)
     finally:
+        epath_decides_again()  # on the environment as it was before
         proc.terminate()
         try:
             proc.wait(timeout=10)
@@ -81,6 +83,20 @@ def running(
             proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+def epath_decides_again() -> None:
+    """Makes etils choose its gs:// backend again from the environment as it is now.
+
+    etils decides once per process, at the first path of any kind (`gpath._is_tf_installed`, cached),
+    from EPATH_USE_TF as it was then. A test process has resolved paths long before it points itself
+    at an emulator (under pytest-xdist, in other modules' tests), so orbax's gs:// paths would go
+    through tf.io.gfile, which cannot reach the emulator. Processes effscale starts get the variable
+    from birth.
+    """
+    from etils.epath import gpath
+
+    gpath._is_tf_installed.cache_clear()  # noqa: SLF001 - the cache is the cause
 
 
 def _read_port(proc: subprocess.Popen) -> int:

@@ -42,29 +42,16 @@ def _server():
         yield server
 
 
-def _epath_decides_again() -> None:
-    """Makes etils choose its gs:// backend again from the environment as it is now.
-
-    etils decides once per process, at the first path of any kind (`gpath._is_tf_installed`, cached),
-    from EPATH_USE_TF as it was then. Under pytest-xdist a worker has resolved paths in other modules'
-    tests before this one's fixture sets EPATH_USE_TF=false, so orbax's gs:// paths went through
-    tf.io.gfile (which cannot reach the emulator). Processes effscale starts get the variable from birth.
-    """
-    from etils.epath import gpath
-
-    gpath._is_tf_installed.cache_clear()  # noqa: SLF001 - the cache is the cause
-
-
 @pytest.fixture
 def gcs(_server, monkeypatch):
     """The module's emulator, its variables set for each test (other modules' tests run between this
     module's under pytest-xdist and restore the environment), and etils made to read them."""
     for key, value in _server.env.items():
         monkeypatch.setenv(key, value)
-    _epath_decides_again()
+    gcs_emulator.epath_decides_again()
     yield _server
     monkeypatch.undo()
-    _epath_decides_again()
+    gcs_emulator.epath_decides_again()
 
 
 @pytest.fixture(autouse=True)
@@ -139,7 +126,7 @@ def test_an_emulator_that_does_not_answer_is_named(gcs, monkeypatch):
 def test_an_emulator_set_up_halfway_is_refused_before_anything_is_written(gcs, monkeypatch, change, said):
     for key, value in change.items():
         monkeypatch.delenv(key) if value is None else monkeypatch.setenv(key, value)
-    _epath_decides_again()
+    gcs_emulator.epath_decides_again()
     with pytest.raises(ValueError) as e:
         storage.check_reachable(gcs.url("run"), "--workdir")
     assert "\n" not in str(e.value) and said in str(e.value), str(e.value)
@@ -148,7 +135,7 @@ def test_an_emulator_set_up_halfway_is_refused_before_anything_is_written(gcs, m
 def test_emulator_settings_made_after_etils_decided_are_refused(gcs, monkeypatch):
     """etils keeps its first decision: a variable changed after it must not pass the check unseen."""
     monkeypatch.delenv("EPATH_USE_TF")
-    _epath_decides_again()
+    gcs_emulator.epath_decides_again()
     from etils import epath
 
     epath.Path("/").exists()  # etils decides here: tf.io.gfile
