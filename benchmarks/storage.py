@@ -1,5 +1,5 @@
 """What a gs:// workdir costs: seconds per checkpoint save and per record write, and the tiny run's images/s
-with asynchronous checkpoints, on a GCS-API emulator against a local directory.
+with asynchronous checkpoints (and without, as the baseline), on a GCS-API emulator against a local directory.
 
     python benchmarks/storage.py                       # 3 rounds
     python benchmarks/storage.py --rounds 1 --writes 5 --saves 2 --steps 20
@@ -75,14 +75,15 @@ def checkpoint_save_s(workdir: str, saves: int) -> float:
         manager.close()
 
 
-def train_images_per_sec(workdir: str, steps: int, every: int) -> float:
-    """The tiny run's measured train images/s with an asynchronous checkpoint every `every` steps."""
+def train_images_per_sec(workdir: str, steps: int, log_every: int, every: int | None) -> float:
+    """The tiny run's measured train images/s, logging every `log_every` steps, with an asynchronous
+    checkpoint every `every` steps (None: none until the last step, whose save comes after the timed loop)."""
     from effscale import train
 
     config = train_support.tiny_config(steps=steps)
-    config.train.checkpoint_every_steps = every
+    config.train.checkpoint_every_steps = every or steps
     config.train.async_checkpoints = True
-    config.train.log_every_steps = every
+    config.train.log_every_steps = log_every
     return train.train_and_evaluate(config, f"{workdir}/run").train_images_per_sec
 
 
@@ -94,7 +95,10 @@ def one_round(local: str, bucket: str, args: argparse.Namespace, local_first: bo
             "record write (s)": record_write_s(root, args.writes),
             "checkpoint save (s)": checkpoint_save_s(root, args.saves),
             f"train images/s (async checkpoint every {args.every} steps)": train_images_per_sec(
-                root, args.steps, args.every
+                f"{root}/every", args.steps, args.every, args.every
+            ),
+            "train images/s (no checkpoint while training)": train_images_per_sec(
+                f"{root}/none", args.steps, args.every, None
             ),
         }
     return out
