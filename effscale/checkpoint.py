@@ -172,7 +172,8 @@ class Manager:
             with contextlib.suppress(Exception):
                 self._remove_temporaries()
             kept = newest_step_or_none(self.directory)
-            kept_text = f"the last good checkpoint (step {kept}) is kept" if kept else "no checkpoint was saved yet"
+            # None also when the listing itself was refused: then say only that nothing saved was touched.
+            kept_text = f"the last good checkpoint (step {kept}) is kept" if kept else "saved checkpoints are kept"
             fix = "Fix that" if cause.startswith("GCS") else "Free space or fix the permissions"  # GCS's words name it
             raise StorageError(
                 f"Cannot write a checkpoint in {self.directory}: {cause}; {kept_text}. "

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import math
 import signal
 import subprocess
 import sys
@@ -320,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-train", action="store_true", help="only write the tables, figures and report")
     ap.add_argument("--out", default=str(RESULTS), help=f"where --no-train writes (default {RESULTS})")
     args = ap.parse_args(argv)
-    if args.hours <= 0:
+    if not math.isfinite(args.hours) or args.hours <= 0:
         print(f"effscale: error: --hours={args.hours}: allowed: a positive number of hours.", file=sys.stderr)
         return 2
     if args.status:
