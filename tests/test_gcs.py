@@ -68,6 +68,21 @@ def bucket_fs():
     return gcsfs.core.GCSFileSystem(token="anon", use_listings_cache=False, skip_instance_cache=True)
 
 
+def race(n: int, fn) -> None:
+    """Runs fn(0) .. fn(n - 1) in n threads released at once, and waits for them all."""
+    barrier = threading.Barrier(n)
+
+    def start(k: int) -> None:
+        barrier.wait()
+        fn(k)
+
+    workers = [threading.Thread(target=start, args=(k,)) for k in range(n)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+
+
 def names_under(server, prefix: str) -> list[str]:
     """Every object under gs://BUCKET/PREFIX/, relative to it."""
     root = f"{server.bucket}/{prefix}/"
@@ -175,18 +190,12 @@ def test_exclusive_creation_is_a_generation_precondition(gcs):
     assert not lease.create_exclusive(target, b"second")  # HTTP 412: the object exists
     assert bucket_fs().cat_file(target) == b"first"
     won = []
-    barrier = threading.Barrier(8)
 
     def create(k: int) -> None:
-        barrier.wait()
         if lease.create_exclusive(gcs.url("exclusive", "raced.lease"), str(k).encode()):
             won.append(k)
 
-    workers = [threading.Thread(target=create, args=(k,)) for k in range(8)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
+    race(8, create)
     assert len(won) == 1 and bucket_fs().cat_file(gcs.url("exclusive", "raced.lease")) == str(won[0]).encode()
 
 
@@ -194,18 +203,13 @@ def test_a_file_renamed_by_racing_callers_moves_once(gcs):
     for round_ in range(3):
         source = gcs.url("moves", str(round_), "x")
         storage.write_atomic(source, b"content")
-        barrier, moved = threading.Barrier(6), []
+        moved = []
 
-        def move(k: int, source=source, barrier=barrier, moved=moved) -> None:
-            barrier.wait()
+        def move(k: int, source=source, moved=moved) -> None:
             if storage.rename(source, source + f".aside-{k}"):
                 moved.append(k)
 
-        workers = [threading.Thread(target=move, args=(k,)) for k in range(6)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
+        race(6, move)
         assert len(moved) == 1, moved
         assert names_under(gcs, f"moves/{round_}") == [f"x.aside-{moved[0]}"]
         assert bucket_fs().cat_file(source + f".aside-{moved[0]}") == b"content"
@@ -230,20 +234,15 @@ def test_racing_takeovers_of_an_expired_lease_on_gcs_have_one_winner(gcs):
     for round_ in range(3):
         target = gcs.url("raced", str(round_), "claim.lease")
         lease.acquire(target, "killed", 5, clock=FakeClock(time.time() - 100), renew=False)
-        barrier, won, refused = threading.Barrier(6), [], []
+        won, refused = [], []
 
-        def contend(target=target, barrier=barrier, won=won, refused=refused) -> None:
-            barrier.wait()
+        def contend(_: int, target=target, won=won, refused=refused) -> None:
             try:
                 won.append(lease.acquire(target, "racer", 60, renew=False))
             except lease.HeldError:
                 refused.append(1)
 
-        workers = [threading.Thread(target=contend) for _ in range(6)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
+        race(6, contend)
         assert len(won) == 1 and len(refused) == 5, (round_, len(won))
         assert lease.read_holder(target).token == won[0].holder.token
         assert names_under(gcs, f"raced/{round_}") == ["claim.lease"]
