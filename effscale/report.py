@@ -28,12 +28,12 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from etils import epath
 
-from effscale import record, results, stats
+from effscale import record, results, stats, storage
 from effscale.units import si
 
 SUPPORTED = "supported"
@@ -473,8 +473,8 @@ def render(claims: Sequence[Claim], rows: Sequence[Row], title: str = "") -> str
     return "\n".join(out)
 
 
-def write(rows: Sequence[Row], path: str | os.PathLike[str], title: str = "") -> tuple[Path, list[Claim]]:
+def write(rows: Sequence[Row], path: str | os.PathLike[str], title: str = "") -> tuple[epath.Path, list[Claim]]:
     """Evaluates the claims on `rows` and writes the report to `path` atomically."""
     claims = evaluate(rows)
     record.write_text(path, render(claims, rows, title))
-    return Path(path), claims
+    return storage.path(path), claims

@@ -270,6 +270,7 @@ def run(
     stop_on: tuple[type[BaseException], ...] = (),
     claim: bool = False,
     ttl_s: float | None = None,
+    stop_requested: Callable[[], int | None] = lambda: None,
 ) -> dict[str, str]:
     """Runs this shard's points of a sweep one after another; returns {name: outcome}.
 
@@ -284,9 +285,20 @@ def run(
     0's decision in a multi-host job (all processes must skip or run a point together).
     KeyboardInterrupt, SystemExit and `stop_on` (the trainer's "stopped by a signal or
     preemption, checkpoint saved") are not recorded as failures: they end the sweep, and the
-    next run resumes that point.
+    next run resumes that point. `stop_requested()` is the signal of a stop request the running point
+    could not take (it came as the point finished) or that came between points (the claim scan's
+    waits included): the sweep then ends with SweepStopped before its next point.
     """
     workdir = storage.path(workdir, "--workdir")
+
+    def check_stop() -> None:
+        signum = stop_requested()
+        if signum is not None:
+            from effscale.training.errors import SweepStopped
+
+            log(f"sweep {sweep_name(config)}: stop requested; the points left run on the next call")
+            raise SweepStopped(signum, os.fspath(workdir))
+
     name = sweep_name(config)
     expanded = expand(config)
     index = {p.name: k for k, (p, _) in enumerate(expanded)}
@@ -302,6 +314,7 @@ def run(
             is_main=is_main,
             agree=agree,
             log=log,
+            sleep=lambda seconds: _nap(seconds, check_stop),
         )
     else:
         mine = share(expanded, *shard)
@@ -310,6 +323,7 @@ def run(
     outcomes: dict[str, str] = {}
     try:  # closing `todo` releases a claim held when a stop or an interrupt ends the loop
         for p, cfg in todo:
+            check_stop()
             pdir = workdir / p.name
             if agree(_finished(pdir, is_main, log)):
                 outcomes[p.name] = "skipped"
@@ -336,6 +350,14 @@ def run(
     elsewhere = f", held elsewhere {held}" if held else ""
     log(f"sweep {name}: {done} done, {len(failed)} failed {failed or ''}{elsewhere}")
     return outcomes
+
+
+def _nap(seconds: float, check: Callable[[], None]) -> None:
+    """Sleeps `seconds` in slices of at most one, calling `check` (which may raise) before each."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        check()
+        time.sleep(min(1.0, left))
 
 
 def _finished(pdir: Path, is_main: bool, log: Callable[[str], None]) -> bool:
@@ -592,7 +614,22 @@ def main(
             from effscale import train
 
             run_fn, stop_on = train.train_and_evaluate, (train.Interrupted,)
-        outcomes = run(config, workdir, run_fn, (i, n), is_main=is_main, agree=agree, stop_on=stop_on, claim=claim)
+        from effscale.training.signals import StopRequest
+
+        # A SIGTERM / SIGINT between points, or one the running point took too late to stop on, ends the sweep
+        # before its next point; during a point, the trainer's own StopRequest takes it.
+        with StopRequest() as stop:
+            outcomes = run(
+                config,
+                workdir,
+                run_fn,
+                (i, n),
+                is_main=is_main,
+                agree=agree,
+                stop_on=stop_on,
+                claim=claim,
+                stop_requested=lambda: stop.signum,
+            )
         return 1 if any(o == "failed" for o in outcomes.values()) else 0
     if mode == "status":
         print(format_status(status(config, workdir, n), f"sweep {sweep_name(config)} in {workdir}"))

@@ -48,6 +48,8 @@ SEEDS = "seeds=3"
 RANKING_CHECK = "abg-a2-b1-g1-*/abg-a1-b1.4-g1-*/abg-a1-b1-g1.4-*/abg-a1.2-b1.1-g1.15-*"
 POLL_S = 20.0
 STOP_GRACE_S = 600.0  # how long a stopped point may take to save
+COMMIT_TRIES = 15  # polls in a row whose commit failed before the chunk stops (~5 minutes)
+REPRODUCTION_CPUS = 2  # the committed reproduction's timings were taken on this project's 2-core machines
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,8 +121,16 @@ class Deadline:
         self.at = 0.0
 
 
+class CommitFailed(RuntimeError):
+    """Committing the finished records failed poll after poll: the chunk stops rather than train on unsaved."""
+
+
 def run_chunk(hours: float, commit: bool) -> int:
     """Trains the experiments in order until they are done or `hours` have passed; returns an exit code."""
+    problem = commit_problem() if commit else None
+    if problem:
+        print(f"effscale: error: --commit: {problem}", file=sys.stderr)
+        return 2
     deadline, started, code = Deadline(hours), time.time(), 0
     previous = {sig: signal.signal(sig, deadline.now) for sig in (signal.SIGTERM, signal.SIGINT)}
     ran: set[str] = set()
@@ -132,6 +142,9 @@ def run_chunk(hours: float, commit: bool) -> int:
             outcome = _train(todo[0], deadline, commit)
             ran.add(todo[0].name)
             code = max(code, 0 if outcome in (0, "stopped") else 1)  # a failed point does not stop the chunk
+    except CommitFailed as e:
+        print(f"effscale: error: {e}", file=sys.stderr)
+        code = 1
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -150,21 +163,60 @@ def _train(e: Experiment, deadline: Deadline, commit: bool) -> int | str:
     ]
     print(f"paper_method: {e.name}: {' '.join(command[1:])}", flush=True)
     proc = subprocess.Popen(command, cwd=ROOT)
-    stopped_at = None
-    while proc.poll() is None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=POLL_S)
-        if commit:
-            commit_records()
-        if stopped_at is None and deadline.passed():
-            print(f"paper_method: time is up: stopping {e.name} (the running point saves and resumes next chunk)")
-            proc.send_signal(signal.SIGTERM)
-            stopped_at = time.monotonic()
-        elif stopped_at is not None and time.monotonic() - stopped_at > STOP_GRACE_S:
-            proc.kill()  # its last complete checkpoint is what the next chunk resumes from
-    if commit:
-        commit_records()
+    stopped_at, failures = None, 0
+    try:
+        while proc.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=POLL_S)
+            failures = _commit_or_count(commit, failures)
+            if stopped_at is None and deadline.passed():
+                print(f"paper_method: time is up: stopping {e.name} (the running point saves and resumes next chunk)")
+                proc.send_signal(signal.SIGTERM)
+                stopped_at = time.monotonic()
+            elif stopped_at is not None and time.monotonic() - stopped_at > STOP_GRACE_S:
+                proc.kill()  # its last complete checkpoint is what the next chunk resumes from
+    finally:  # whatever ends the loop (an error here, a failing commit) stops the sweep, which saves
+        if proc.poll() is None:
+            stop_child(proc)
+            stopped_at = stopped_at or time.monotonic()
+    _commit_or_count(commit, 0)
     return "stopped" if stopped_at is not None else proc.returncode
+
+
+def stop_child(proc: subprocess.Popen) -> None:
+    """SIGTERM to the sweep (its running point saves), SIGKILL if it has not ended after STOP_GRACE_S."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _commit_or_count(commit: bool, failures: int) -> int:
+    """Commits the finished records; returns the failures in a row, raising CommitFailed at COMMIT_TRIES."""
+    if not commit:
+        return 0
+    problem = commit_records()
+    if problem is None:
+        return 0
+    if failures + 1 >= COMMIT_TRIES:
+        raise CommitFailed(
+            f"committing the finished records failed {COMMIT_TRIES} times in a row ({problem}); they are on disk "
+            "under experiments/sweeps/: fix git, commit them, and rerun the chunk"
+        )
+    return failures + 1
+
+
+def commit_problem() -> str | None:
+    """Why git cannot commit here (not a work tree, no identity), in words with the fix; None when it can."""
+    inside = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=ROOT, capture_output=True, text=True)
+    if inside.returncode or inside.stdout.strip() != "true":
+        return f"{ROOT} is not a git work tree; run without --commit, or from a clone"
+    ident = subprocess.run(["git", "var", "GIT_COMMITTER_IDENT"], cwd=ROOT, capture_output=True, text=True)
+    if ident.returncode:
+        return "git has no committer identity here; set `git config user.name` and `git config user.email`"
+    return None
 
 
 def record_files() -> list[Path]:
@@ -177,14 +229,15 @@ def record_files() -> list[Path]:
     return out + [p for p in (SWEEPS / "chunks.jsonl",) if p.exists()]
 
 
-def commit_records() -> None:
+def commit_records() -> str | None:
     """Commits the finished points' records (only those paths; whatever else is staged stays staged).
 
-    A commit that fails (another git command holds the index) is only reported: the next poll retries.
+    Returns why a commit failed (another git command holds the index, say), after reporting it: the
+    next poll retries; None when the records are committed.
     """
     files = [str(p.relative_to(ROOT)) for p in record_files()]
     if not files:
-        return
+        return None
     added = subprocess.run(["git", "add", "--", *files], cwd=ROOT, capture_output=True, text=True)
     staged = subprocess.run(["git", "diff", "--cached", "--quiet", "--", *files], cwd=ROOT).returncode
     if added.returncode == 0 and staged:
@@ -193,8 +246,11 @@ def commit_records() -> None:
         added = subprocess.run(
             ["git", "commit", "-q", "-m", message, "--", *files], cwd=ROOT, capture_output=True, text=True
         )
-    if added.returncode:
-        print(f"paper_method: commit deferred to the next poll: {(added.stderr or '').strip().splitlines()[:1]}")
+    if not added.returncode:
+        return None
+    problem = ((added.stderr or "").strip().splitlines() or [f"git exit status {added.returncode}"])[0]
+    print(f"paper_method: commit deferred to the next poll: {problem}", flush=True)
+    return problem
 
 
 def _log_chunk(started: float, commit: bool) -> None:
@@ -252,9 +308,22 @@ def plan() -> list[str]:
     if grid_pick() is None:
         lines.append("compound/found     waits for the grid (a) to finish: its pick sets the coefficients")
     spent = sum(float(r.get("wall_time_s") or 0.0) for r in own)
-    lines.append(f"finished runs' wall time {spent / 3600:.2f} h; predicted training left {left / 3600:.1f} h "
-                 "(plus ~15% for compilation and the test-split evaluation)")  # fmt: skip
+    extra = overhead(own)
+    beyond = "" if extra is None else f" (plus ~{100 * extra:.0f}% for compilation and evaluation, as measured so far)"
+    lines.append(f"finished runs' wall time {spent / 3600:.2f} h; predicted training left {left / 3600:.1f} h{beyond}")
     return lines
+
+
+def overhead(rows: list[dict]) -> float | None:
+    """The median share a finished run's wall time spent beyond its training steps (compilation, evaluation)."""
+    import statistics
+
+    shares = [
+        float(r["wall_time_s"]) / (float(r["step_time_s"]) * int(r["steps"])) - 1.0
+        for r in rows
+        if r.get("wall_time_s") and r.get("step_time_s") and r.get("steps")
+    ]
+    return statistics.median(shares) if shares else None
 
 
 def reproduction_timings(finished: list[dict]) -> list[dict]:
@@ -262,22 +331,25 @@ def reproduction_timings(finished: list[dict]) -> list[dict]:
 
     A grid solved to equal MACs cannot tell the MACs coefficient from the constant; these points,
     measured on this project's 2-core CPU before records named their device (README, "What the
-    sweeps show here"), span a range of MACs. Used only while the experiments' own points are all
-    on one device: their kind is then taken for these.
+    sweeps show here"), span a range of MACs. Used only while the experiments' own points all ran
+    on one CPU device and every chunk so far (experiments/sweeps/chunks.jsonl) on a machine with
+    as many cores: a CPU of another size would be fitted with another machine's times.
     """
     import json
 
     kinds = {(r.get("device_kind"), r.get("device_count")) for r in finished}
     table = RESULTS.parent / "scaling.jsonl"
-    if len(kinds) != 1 or next(iter(kinds)) != ("cpu", 1) or not table.exists():
+    chunks = SWEEPS / "chunks.jsonl"
+    cores = {json.loads(line).get("cpus") for line in chunks.read_text().splitlines()} if chunks.exists() else set()
+    if kinds != {("cpu", 1)} or cores != {REPRODUCTION_CPUS} or not table.exists():
         return []
     rows = [json.loads(line) for line in table.read_text().splitlines() if line.strip()]
     return [{**r, "device_kind": "cpu", "device_count": 1} for r in rows if r.get("status") == "done"]
 
 
-def write_outputs(out: Path) -> list[Path]:
+def write_outputs(out) -> list:
     """The table, grouped table, figures and claims report of (a)-(d), and the 1-vs-2-epoch ranking."""
-    from effscale import plots, report, results
+    from effscale import plots, record, report, results
 
     exps = experiments(grid_pick())
     rows = [r for e in exps if e.main for r in rows_of(e)]
@@ -286,7 +358,7 @@ def write_outputs(out: Path) -> list[Path]:
     written.append(report.write(rows, out / "report.md", "experiments (a)-(d) in experiments/sweeps")[0])
     written += plots.plot_all(rows, out / "figures")
     ranking = out / "ranking_1_vs_2_epochs.md"
-    ranking.write_text(ranking_check(rows_of(exps[0]), rows_of(exps[1])))
+    record.write_text(ranking, ranking_check(rows_of(exps[0]), rows_of(exps[1])))
     return [*written, ranking]
 
 
@@ -319,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--commit", action="store_true", help="git-commit each finished point's records as it lands")
     ap.add_argument("--status", action="store_true", help="print what is done and the predicted hours left")
     ap.add_argument("--no-train", action="store_true", help="only write the tables, figures and report")
-    ap.add_argument("--out", default=str(RESULTS), help=f"where --no-train writes (default {RESULTS})")
+    ap.add_argument("--out", default=str(RESULTS), help=f"where --no-train writes, local or gs:// (default {RESULTS})")
     args = ap.parse_args(argv)
     if not math.isfinite(args.hours) or args.hours <= 0:
         print(f"effscale: error: --hours={args.hours}: allowed: a positive number of hours.", file=sys.stderr)
@@ -328,7 +400,14 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(plan()))
         return 0
     if args.no_train:
-        for path in write_outputs(Path(args.out)):
+        from effscale import storage
+
+        try:
+            out = storage.path(args.out, "--out")
+        except ValueError as e:
+            print(f"effscale: error: {e}", file=sys.stderr)
+            return 2
+        for path in write_outputs(out):
             print(path)
         return 0
     return run_chunk(args.hours, args.commit)

@@ -231,3 +231,19 @@ def test_three_workers_share_a_sweep_and_finish_a_lost_workers_point(tmp_path, s
         assert files == ["ckpt.json", "point.json", "result.json"], files  # no claim left, no second record
     rows = results.collect(workdir)
     assert sorted(r["point"] for r in rows) == [f"p{k}" for k in range(6)] and {r["status"] for r in rows} == {"done"}
+
+
+def test_a_stop_while_waiting_for_a_claim_ends_the_wait_and_releases_nothing_it_does_not_hold(tmp_path):
+    """A stop request during the scan's wait for points other workers hold ends the sweep within a second,
+    not after the wait."""
+    from effscale.training import errors
+
+    held = lease.acquire(tmp_path / "w0" / claims.CLAIM, "another worker", 60, renew=False)
+    stop_at = time.monotonic() + 1.5
+    requested = lambda: signal.SIGTERM if time.monotonic() >= stop_at else None  # noqa: E731
+    began = time.monotonic()
+    with pytest.raises(errors.SweepStopped):
+        sweep.run(tiny_sweep(1), tmp_path, fake_run([]), claim=True, ttl_s=60, log=lambda s: None,
+                  stop_requested=requested)  # fmt: skip
+    assert 1.5 <= time.monotonic() - began < 4  # the scan waits ttl / 3 = 20 s between looks
+    assert lease.read_holder(tmp_path / "w0" / claims.CLAIM) == held.holder  # the other worker's claim stands

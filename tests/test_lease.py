@@ -268,5 +268,25 @@ def test_sigterm_while_the_run_compiles_stops_it_cleanly_releasing_the_lease(tmp
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
-    assert "Stopped by SIGTERM at step " in err and not (workdir / lease.WRITER).exists()
-    assert (workdir / "checkpoints").is_dir()  # the step it stopped at is saved: a rerun resumes there
+    # It stops before its first step: the state is the one it started from, nothing to save, no step to wait for.
+    assert "Stopped by SIGTERM before training a step; nothing new to save" in err
+    assert not (workdir / lease.WRITER).exists()
+    metrics = workdir / record.METRICS
+    assert not metrics.exists() or '"kind": "train"' not in metrics.read_text()
+
+
+def test_a_signal_while_the_run_is_validated_stops_it_before_anything_is_written(tmp_path, monkeypatch):
+    from effscale import train
+    from effscale.training import loop
+
+    real = loop.make_setup
+
+    def signalled(config):  # SIGTERM while the config, data and weights are checked (dataset preparation, say)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(config)
+
+    monkeypatch.setattr(loop, "make_setup", signalled)
+    workdir = tmp_path / "run"
+    with pytest.raises(train.Interrupted, match="before training a step; nothing new to save"):
+        train.train_and_evaluate(tiny_config(steps=2), str(workdir))
+    assert not workdir.exists() or not any(workdir.iterdir())  # not even the lease was taken

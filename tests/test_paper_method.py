@@ -8,7 +8,10 @@ the 1-vs-2-epoch table against rows written by hand.
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -103,10 +106,142 @@ def test_only_the_records_are_kept_in_git(name):
     assert ignored == (name not in ("point.json",))
 
 
-def test_the_reproductions_timings_seed_the_cost_model_only_on_the_same_device():
+def _chunks(directory: Path, *cpus: int) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "chunks.jsonl").write_text("".join(json.dumps({"hours": 1.0, "cpus": n}) + "\n" for n in cpus))
+
+
+def test_the_reproductions_timings_seed_the_cost_model_only_on_the_same_device(tmp_path, monkeypatch):
+    monkeypatch.setattr(pm, "SWEEPS", tmp_path)
+    _chunks(tmp_path, 2, 2)
     cpu = [{"device_kind": "cpu", "device_count": 1}]
     prior = pm.reproduction_timings(cpu)
     assert len(prior) == 9 and {(r["device_kind"], r["device_count"]) for r in prior} == {("cpu", 1)}
     assert min(r["macs"] for r in prior) < 1e7 < 5e7 < max(r["macs"] for r in prior)  # a range of MACs
     assert pm.reproduction_timings([{"device_kind": "NVIDIA H200", "device_count": 1}]) == []
     assert pm.reproduction_timings([*cpu, {"device_kind": "TPU v4", "device_count": 8}]) == []
+    _chunks(tmp_path, 2, 8)  # a chunk ran on a machine of another size: its CPU is not the reproduction's
+    assert pm.reproduction_timings(cpu) == []
+
+
+def test_the_overhead_is_the_median_share_of_wall_time_beyond_the_steps():
+    rows = [
+        {"wall_time_s": 120.0, "step_time_s": 0.1, "steps": 1000},  # 20% beyond 100 s of steps
+        {"wall_time_s": 130.0, "step_time_s": 0.1, "steps": 1000},  # 30%
+        {"wall_time_s": 500.0, "step_time_s": 0.1, "steps": 1000},  # 400%: the median ignores it
+        {"wall_time_s": 99.0, "step_time_s": None, "steps": 1000},  # no step time: left out
+    ]
+    assert pm.overhead(rows) == pytest.approx(0.30)
+    assert pm.overhead([]) is None
+
+
+# ----------------------------------------------------------------------------- the runner's git and signals
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    """A git work tree standing in for the project's, with ROOT and SWEEPS pointed at it."""
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    root = tmp_path / "project"
+    root.mkdir()
+    _git(root, "init", "-q")
+    _git(root, "config", "user.useConfigOnly", "true")  # no identity guessed from the host name
+    monkeypatch.setattr(pm, "ROOT", root)
+    monkeypatch.setattr(pm, "SWEEPS", root / "experiments" / "sweeps")
+    return root
+
+
+def _point(sweeps: Path, name: str, finished: bool) -> Path:
+    pdir = sweeps / "grid" / name
+    (pdir / "checkpoints" / "5").mkdir(parents=True)
+    for f in ("point.json", "fingerprint.json", "metrics.jsonl", *(["result.json"] if finished else [])):
+        (pdir / f).write_text("{}\n")
+    (pdir / "checkpoints" / "5" / "state").write_text("weights")
+    return pdir
+
+
+def test_commit_records_commits_only_finished_points_records_and_leaves_other_staged_work(repo):
+    _git(repo, "config", "user.name", "t")
+    _git(repo, "config", "user.email", "t@example.com")
+    assert pm.commit_problem() is None
+    _point(pm.SWEEPS, "done-point", finished=True)
+    _point(pm.SWEEPS, "running-point", finished=False)
+    (repo / "notes.txt").write_text("someone's work in progress")
+    _git(repo, "add", "notes.txt")
+    assert pm.commit_records() is None
+    committed = sorted(_git(repo, "show", "--name-only", "--format=", "HEAD").split())
+    assert committed == [f"experiments/sweeps/grid/done-point/{f}" for f in
+                         ("fingerprint.json", "metrics.jsonl", "point.json", "result.json")]  # fmt: skip
+    assert "1 finished points" in _git(repo, "log", "-1", "--format=%s")
+    assert _git(repo, "diff", "--cached", "--name-only").split() == ["notes.txt"]  # still staged, not committed
+    assert pm.commit_records() is None and len(_git(repo, "log", "--format=%h").split()) == 1  # nothing new
+    (repo / ".git" / "index.lock").write_text("")  # another git command holds the index
+    (pm.SWEEPS / "grid" / "done-point" / "metrics.jsonl").write_text("{}\n{}\n")
+    problem = pm.commit_records()
+    assert problem is not None and "index.lock" in problem
+
+
+def test_a_commit_failing_poll_after_poll_stops_the_chunk(monkeypatch):
+    monkeypatch.setattr(pm, "commit_records", lambda: "fatal: Unable to create '.git/index.lock': File exists.")
+    failures = 0
+    for _ in range(pm.COMMIT_TRIES - 1):
+        failures = pm._commit_or_count(True, failures)
+    assert failures == pm.COMMIT_TRIES - 1
+    with pytest.raises(pm.CommitFailed, match="failed 15 times in a row .*index.lock.*fix git, commit them"):
+        pm._commit_or_count(True, failures)
+    monkeypatch.setattr(pm, "commit_records", lambda: None)
+    assert pm._commit_or_count(True, failures) == 0  # one that lands resets the count
+
+
+def test_commit_is_refused_before_training_without_a_git_identity_or_outside_a_work_tree(repo, capsys, tmp_path):
+    assert pm.run_chunk(1.0, commit=True) == 2
+    assert capsys.readouterr().err.strip() == (
+        "effscale: error: --commit: git has no committer identity here; "
+        "set `git config user.name` and `git config user.email`"
+    )
+    pm.ROOT = tmp_path / "elsewhere"  # monkeypatch restores it
+    pm.ROOT.mkdir()
+    assert "is not a git work tree; run without --commit" in pm.commit_problem()
+
+
+def test_the_runner_takes_sigterm_as_its_deadline_and_restores_the_handlers(repo, monkeypatch):
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    seen = []
+
+    def train(e, deadline, commit):  # a scheduler's SIGTERM reaches the runner while the sweep trains
+        os.kill(os.getpid(), signal.SIGTERM)
+        seen.append((e.name, deadline.passed()))
+        return "stopped"
+
+    monkeypatch.setattr(pm, "_train", train)
+    assert pm.run_chunk(2.5, commit=False) == 0
+    assert seen == [("abg_grid", True)]  # the chunk ended after the first sweep, not 2.5 hours later
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+    logged = json.loads((pm.SWEEPS / "chunks.jsonl").read_text())
+    assert logged["hours"] < 0.01 and logged["cpus"] == os.cpu_count()
+
+
+def test_an_error_in_the_runner_stops_the_sweep_it_started(monkeypatch, tmp_path):
+    seen = tmp_path / "signal"
+    stand_in = (
+        "import signal, sys, time\n"
+        f"signal.signal(signal.SIGTERM, lambda n, f: (open({str(seen)!r}, 'w').write(str(n)), sys.exit(0)))\n"
+        "time.sleep(60)\n"
+    )
+    real_popen = pm.subprocess.Popen
+    monkeypatch.setattr(pm.subprocess, "Popen", lambda command, cwd: real_popen([sys.executable, "-c", stand_in]))
+    monkeypatch.setattr(pm, "POLL_S", 0.5)
+
+    def broken():
+        raise OSError("git is gone")
+
+    monkeypatch.setattr(pm, "commit_records", broken)
+    with pytest.raises(OSError, match="git is gone"):
+        pm._train(pm.experiments(None)[0], pm.Deadline(1.0), commit=True)
+    assert seen.read_text() == str(int(signal.SIGTERM))  # not left running without its runner

@@ -220,3 +220,32 @@ def test_gcs_client_errors_are_named_and_other_failures_are_not():
         ValueError("config.train.batch_size must be positive"),
     ):
         assert errors.storage_cause(other) is None, other
+
+
+def test_a_refused_read_from_another_bucket_is_not_called_a_write_in_the_workdir(refusing_gcs):
+    """init.weights or the data in a bucket the credentials cannot read: the workdir is not at fault."""
+    pytest.importorskip("gcsfs")
+    import gcsfs.core
+
+    from effscale.training import errors
+
+    fs = gcsfs.core.GCSFileSystem(token="anon", endpoint_url=refusing_gcs(403), skip_instance_cache=True)
+    with pytest.raises(Exception) as e:  # noqa: PT011 - gcsfs's type for a 403 read is part of what is tested
+        fs.cat_file("weights/b0.h5")
+    message = str(errors.as_storage_error(e.value, "gs://runs/exp", None))
+    assert message.startswith(f"Storage refused a request: {GCS_CAUSES[403]} gs://weights "), message
+    assert "Cannot write" not in message and message.endswith("Fix that, then rerun to resume.")
+    assert str(errors.as_storage_error(e.value, "gs://weights/run", 2)).startswith("Cannot write in gs://weights/run")
+
+
+def test_gcsfs_bad_gateway_after_its_retries_is_named_not_an_empty_proxy_error():
+    pytest.importorskip("gcsfs")
+    from gcsfs.retry import validate_response
+
+    from effscale.training import errors
+
+    with pytest.raises(Exception) as e:  # noqa: PT011 - gcsfs raises requests' ProxyError, with no text, for a 502
+        validate_response(502, b"Bad Gateway", "bucket/run/result.json")
+    assert str(e.value) == ""
+    cause = errors.storage_cause(e.value)
+    assert cause == "GCS kept failing (HTTP 502 Bad Gateway) after retries: a fault at Google or on the network"

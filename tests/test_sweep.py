@@ -523,3 +523,30 @@ def test_a_tiny_real_sweep_end_to_end(tmp_path, capsys):
         assert r["macs"] == json.loads((Path(workdir) / r["point"] / "result.json").read_text())["macs"]
     assert sweep.main(config, workdir, "plot") == 0
     assert (Path(workdir) / "figures" / "tiny_real_top1_vs_macs.png").stat().st_size > 1000
+
+
+def test_a_stop_that_comes_as_a_point_finishes_ends_the_sweep_before_the_next(tmp_path):
+    """The trainer's StopRequest takes a signal its run can no longer stop on (the last step, the record);
+    it passes to the sweep driver's, which starts no other point and leaves the finished one done."""
+    from effscale.training import errors, signals
+
+    calls: list = []
+    finish = fake_run(calls)
+    before = signal.getsignal(signal.SIGTERM)
+
+    def run_fn(config, workdir):
+        with signals.StopRequest() as stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+            deadline = time.time() + 5
+            while stop.signum is None and time.time() < deadline:
+                time.sleep(0.01)
+            return finish(config, workdir)  # too late to stop: the run ends normally
+
+    with pytest.raises(errors.SweepStopped, match="Stopped by SIGTERM between sweep points; finished points are in"):
+        sweep.main(tiny_sweep(3), str(tmp_path), "train", "0/1", run_fn=run_fn)
+    assert calls == ["w0"] and results.point_state(tmp_path / "w0") == "done"
+    assert not (tmp_path / "w1").exists()
+    assert signal.getsignal(signal.SIGTERM) == before
+    calls.clear()
+    assert sweep.main(tiny_sweep(3), str(tmp_path), "train", "0/1", run_fn=fake_run(calls)) == 0
+    assert calls == ["w1", "w2"]  # the next call continues where the stop left it

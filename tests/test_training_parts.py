@@ -181,3 +181,26 @@ def test_interrupted_names_the_signal_and_the_fix():
     e = errors.Interrupted(7, signal.SIGTERM, "/w")
     assert str(e) == "Stopped by SIGTERM at step 7; checkpoint saved in /w. Rerun to resume."
     assert "Stopped by stop_at_step at step 3" in str(errors.Interrupted(3, None, "/w", "stop_at_step"))
+
+
+def test_a_request_the_run_took_too_late_passes_to_the_enclosing_stop_request():
+    with signals.StopRequest() as outer:
+        with signals.StopRequest() as inner:
+            os.kill(os.getpid(), signal.SIGTERM)
+            _wait_for(lambda: inner.signum is not None)
+        assert outer.signum == signal.SIGTERM
+        with signals.StopRequest():  # a run that was not signalled passes nothing on
+            pass
+    assert outer.signum == signal.SIGTERM
+    with signals.StopRequest() as untouched, signals.StopRequest():
+        pass
+    assert untouched.signum is None
+
+
+def test_interrupted_before_the_first_step_says_nothing_was_saved():
+    e = errors.Interrupted(0, signal.SIGTERM, "/w", saved=False)
+    assert str(e) == (
+        "Stopped by SIGTERM before training a step; nothing new to save (what /w holds is kept). Rerun to resume."
+    )
+    assert isinstance(errors.SweepStopped(signal.SIGINT, "/s"), errors.Interrupted)
+    assert str(errors.SweepStopped(signal.SIGINT, "/s")).startswith("Stopped by SIGINT between sweep points")

@@ -24,12 +24,28 @@ class NonFiniteLossError(RuntimeError):
 
 
 class Interrupted(Exception):  # noqa: N818 (a state, not an error)
-    """The run was stopped by a signal or preemption after saving a checkpoint; rerun to resume."""
+    """The run was stopped by a signal or preemption, after saving a checkpoint (or before its first step, with
+    nothing new to save); rerun to resume."""
 
-    def __init__(self, step: int, signum: int | None, workdir: str, reason: str = "preemption"):
+    def __init__(self, step: int, signum: int | None, workdir: str, reason: str = "preemption", saved: bool = True):
         self.step, self.signum, self.workdir = step, signum, workdir
         name = signal.Signals(signum).name if signum else reason
-        super().__init__(f"Stopped by {name} at step {step}; checkpoint saved in {workdir}. Rerun to resume.")
+        if saved:
+            said = f"at step {step}; checkpoint saved in {workdir}"
+        else:  # while validating, restoring or compiling: the state is still the saved one
+            said = f"before training a step; nothing new to save (what {workdir} holds is kept)"
+        super().__init__(f"Stopped by {name} {said}. Rerun to resume.")
+
+
+class SweepStopped(Interrupted):
+    """A stop request the sweep driver took between two points: no point is running, none is lost."""
+
+    def __init__(self, signum: int, workdir: str):
+        name = signal.Signals(signum).name
+        Exception.__init__(
+            self, f"Stopped by {name} between sweep points; finished points are in {workdir}. Rerun to continue."
+        )
+        self.step, self.signum, self.workdir = None, signum, workdir
 
 
 class StorageError(RuntimeError):
@@ -110,6 +126,8 @@ def _gcs_status(exc: BaseException) -> int | None:
     module, text = type(exc).__module__.split(".")[0], str(exc)
     if module == "google" and type(exc).__name__ == "RefreshError":  # the token could not be renewed
         return 401
+    if module == "requests" and type(exc).__name__ == "ProxyError":  # gcsfs's 502 after its retries, no text
+        return 502
     code = getattr(exc, "code", None) if module in ("gcsfs", "google") else None
     code = getattr(exc, "status", None) if module == "aiohttp" else code
     if isinstance(code, int):
@@ -149,11 +167,21 @@ def as_storage_error(exc: BaseException, workdir: str | None = None, kept: int |
     if cause is None:
         return None
     path = getattr(exc, "filename", None)
-    where = f" {path}" if path else (f" in {workdir}" if workdir else "")
     saved = f"the last good checkpoint (step {kept}) is kept" if kept else "checkpoints already saved are kept"
+    if _another_bucket(cause, workdir):  # the data or the initial weights, read from elsewhere: not a write
+        return StorageError(f"Storage refused a request: {cause}; {saved}. Fix that, then rerun to resume.")
+    where = f" {path}" if path else (f" in {workdir}" if workdir else "")
     fix = "Fix that" if cause.startswith("GCS") else "Free space or fix the permissions"  # GCS's words name the fix
     tail = f"{fix} (or choose another --workdir), then rerun to resume."
     return StorageError(f"Cannot write{where}: {cause}; {saved}. {tail}")
+
+
+def _another_bucket(cause: str, workdir: str | None) -> bool:
+    """Whether the GCS bucket `cause` names is not the workdir's."""
+    found = re.search(r"gs://([^/\s:;,)]+)", cause)
+    if found is None:
+        return False
+    return not (workdir or "").startswith(f"gs://{found.group(1)}/") and workdir != f"gs://{found.group(1)}"
 
 
 @contextlib.contextmanager

@@ -84,8 +84,8 @@ def train_and_evaluate(
     same run, exactly as if it had not stopped).
     """
     # SIGINT / SIGTERM are a stop request from the first line: one that comes while validating,
-    # restoring or compiling stops the run after its first step, with a checkpoint and the lease
-    # released, instead of killing it holding the lease.
+    # restoring or compiling stops the run before its first step, the lease released, instead of
+    # killing it holding the lease (the state is still the one saved: nothing to save).
     with StopRequest() as stop:
         return _validated_run(config, workdir, stop_at_step, stop, time.perf_counter())
 
@@ -103,6 +103,7 @@ def _validated_run(
         imported = None if checkpoint.has_checkpoint(workdir) else initial_weights(setup)
         # One writer per workdir, the first thing written and only after every check: another process's
         # live writer.lease refuses this run like a bad config.
+        _stop_if_requested(stop, workdir)
         held = lease.hold_writer(workdir, enabled=lead)
     # Everything is validated: only now is anything written, so a refused run leaves the workdir as it was.
     with held:  # renewed while the run lasts, released however it ends
@@ -113,6 +114,7 @@ def _validated_run(
         writer = record.MetricsWriter(workdir, enabled=lead)
         try:
             run, loop = _start(setup, workdir, ckpt, writer, imported, stop_at_step)
+            _stop_if_requested(stop, workdir)
             _train(run, loop, stop)
             ckpt.wait()
             out = _finish(run, loop, time.perf_counter() - wall_start)
@@ -122,6 +124,12 @@ def _validated_run(
         finally:
             writer.close()
             ckpt.close()
+
+
+def _stop_if_requested(stop: StopRequest, workdir: str) -> None:
+    """Raises Interrupted, with nothing to save, for a signal that came before the first step."""
+    if stop.signum is not None:
+        raise Interrupted(0, stop.signum, workdir, saved=False)
 
 
 def _start(

@@ -18,7 +18,9 @@ class StopRequest:
     Across processes a local flag would be seen at different steps and deadlock the
     collectives, so multi-process runs rely on the cluster's preemption notice
     (orbax's `reached_preemption`, synchronised by jax.distributed) instead.
-    The handlers are installed on entering and the previous ones restored on leaving.
+    The handlers are installed on entering and the previous ones restored on leaving; a request
+    that came too late to stop the run (in its last step, or while it wrote its record) passes to
+    an enclosing StopRequest (the sweep driver's), so the sweep stops before its next point.
     """
 
     def __init__(self):
@@ -41,4 +43,7 @@ class StopRequest:
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+            outer = getattr(handler, "__self__", None)
+            if isinstance(outer, StopRequest) and self.signum is not None and outer.signum is None:
+                outer.signum = self.signum
         self._previous = {}
