@@ -48,6 +48,7 @@ SEEDS = "seeds=3"
 RANKING_CHECK = "abg-a2-b1-g1-*/abg-a1-b1.4-g1-*/abg-a1-b1-g1.4-*/abg-a1.2-b1.1-g1.15-*"
 POLL_S = 20.0
 STOP_GRACE_S = 600.0  # how long a stopped point may take to save
+PREDICTIONS = "predictions.jsonl"  # under SWEEPS: the cost model's predictions, made as each chunk starts
 COMMIT_TRIES = 15  # polls in a row whose commit failed before the chunk stops (~5 minutes)
 REPRODUCTION_CPUS = 2  # the committed reproduction's timings were taken on this project's 2-core machines
 
@@ -87,9 +88,11 @@ def config_of(e: Experiment):
 
 
 def rows_of(e: Experiment) -> list[dict]:
+    """The experiment's table rows, each with `sweep_dir`: its workdir under experiments/sweeps/."""
     from effscale import results, sweep
 
-    return results.collect(e.workdir, sweep.pending_records(config_of(e))) if e.workdir.exists() else []
+    rows = results.collect(e.workdir, sweep.pending_records(config_of(e))) if e.workdir.exists() else []
+    return [{**r, "sweep_dir": e.name} for r in rows]
 
 
 def grid_pick() -> str | None:
@@ -132,6 +135,7 @@ def run_chunk(hours: float, commit: bool) -> int:
         print(f"effscale: error: --commit: {problem}", file=sys.stderr)
         return 2
     deadline, started, code = Deadline(hours), time.time(), 0
+    print(f"paper_method: predicted the training time of {record_predictions()} unfinished runs", flush=True)
     previous = {sig: signal.signal(sig, deadline.now) for sig in (signal.SIGTERM, signal.SIGINT)}
     ran: set[str] = set()
     try:
@@ -226,7 +230,7 @@ def record_files() -> list[Path]:
         for name in ("point.json", "fingerprint.json", "result.json", "metrics.jsonl"):
             if (result.parent / name).exists():
                 out.append(result.parent / name)
-    return out + [p for p in (SWEEPS / "chunks.jsonl",) if p.exists()]
+    return out + [p for p in (SWEEPS / "chunks.jsonl", SWEEPS / PREDICTIONS) if p.exists()]
 
 
 def commit_records() -> str | None:
@@ -276,24 +280,31 @@ def _log_chunk(started: float, commit: bool) -> None:
 # ----------------------------------------------------------------------------- status and outputs
 
 
-def plan() -> list[str]:
-    """Per experiment: finished / declared runs and the predicted training hours left (one cost model over
-    every finished point of every experiment, on the device most of them ran on)."""
+def forecast() -> tuple[list[dict], list[tuple[Experiment, list[dict]]]]:
+    """The finished runs' table rows, and per experiment its status rows with the cost model's columns (one
+    model over every finished point of every experiment, on the device most of them ran on)."""
     from effscale import costmodel, sweep
 
     exps = experiments(grid_pick())
     own = [r for e in exps for r in rows_of(e) if r["status"] == "done"]
     finished = own + reproduction_timings(own)
-    lines, left = [], 0.0
+    out = []
     for e in exps:
         cfg = config_of(e)
         expanded = sweep.expand(cfg)
-        rows = costmodel.annotate(
-            sweep.status(cfg, e.workdir),
-            finished,
-            [c.train for _, c in expanded],
-            [str(c.data.name) for _, c in expanded],
-        )
+        trains, datasets = [c.train for _, c in expanded], [str(c.data.name) for _, c in expanded]
+        out.append((e, costmodel.annotate(sweep.status(cfg, e.workdir), finished, trains, datasets)))
+    return own, out
+
+
+def plan() -> list[str]:
+    """Per experiment: finished / declared runs and the predicted training hours left; how far off the
+    predictions made before points ran (PREDICTIONS) turned out."""
+    from effscale import costmodel
+
+    own, annotated = forecast()
+    lines, left = [], 0.0
+    for e, rows in annotated:
         done = sum(r["state"] == "done" for r in rows)
         predicted = [r.get("predicted_s") for r in rows if r["state"] != "done"]
         known = sum(p for p in predicted if p)
@@ -311,19 +322,81 @@ def plan() -> list[str]:
     extra = overhead(own)
     beyond = "" if extra is None else f" (plus ~{100 * extra:.0f}% for compilation and evaluation, as measured so far)"
     lines.append(f"finished runs' wall time {spent / 3600:.2f} h; predicted training left {left / 3600:.1f} h{beyond}")
-    return lines
+    return lines + [prediction_summary(own)]
+
+
+def record_predictions() -> int:
+    """Appends the cost model's prediction for every unfinished point to PREDICTIONS (made before they run,
+    to be checked once they have); returns how many."""
+    import json
+
+    _, annotated = forecast()
+    made = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    lines = [
+        json.dumps(
+            {
+                "made": made,
+                "run": f"{e.name}/{r['point']}",
+                "predicted_s": round(r["predicted_s"], 1),
+                "basis": r.get("cost_basis"),
+                "state": r["state"],  # a point already partly trained is not checked against it
+            }
+        )
+        for e, rows in annotated
+        for r in rows
+        if r["state"] != "done" and r.get("predicted_s")
+    ]
+    if lines:
+        SWEEPS.mkdir(parents=True, exist_ok=True)
+        with open(SWEEPS / PREDICTIONS, "a") as f:
+            f.write("\n".join(lines) + "\n")
+    return len(lines)
+
+
+def prediction_errors(own: list[dict]) -> dict[str, float]:
+    """Per run finished after a prediction of it: (predicted - measured) / measured training seconds, from
+    the latest prediction made before it finished (each run's measured seconds: images / images per second)."""
+    import json
+
+    path = SWEEPS / PREDICTIONS
+    made = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    made = [m for m in made if m.get("state") == "pending"]
+    latest = {m["run"]: float(m["predicted_s"]) for m in sorted(made, key=lambda m: m["made"])}
+    out = {}
+    for r in own:
+        run = f"{r.get('sweep_dir')}/{r['point']}"
+        if run in latest and (measured := training_s(r)):
+            out[run] = latest[run] / measured - 1.0
+    return out
+
+
+def prediction_summary(own: list[dict]) -> str:
+    """One line: the median and the range of the errors of predictions made before the runs."""
+    import statistics
+
+    errors = list(prediction_errors(own).values())
+    if not errors:
+        return "predictions made before points ran: none checked yet (each chunk records them as it starts)"
+    return (
+        f"predictions made before points ran, checked on {len(errors)}: median error "
+        f"{100 * statistics.median(errors):+.0f}% (from {100 * min(errors):+.0f}% to {100 * max(errors):+.0f}%)"
+    )
 
 
 def overhead(rows: list[dict]) -> float | None:
     """The median share a finished run's wall time spent beyond its training steps (compilation, evaluation)."""
     import statistics
 
-    shares = [
-        float(r["wall_time_s"]) / (float(r["step_time_s"]) * int(r["steps"])) - 1.0
-        for r in rows
-        if r.get("wall_time_s") and r.get("step_time_s") and r.get("steps")
-    ]
+    shares = [float(r["wall_time_s"]) / t - 1.0 for r in rows if r.get("wall_time_s") and (t := training_s(r))]
     return statistics.median(shares) if shares else None
+
+
+def training_s(row: dict) -> float | None:
+    """A finished run's measured training seconds: its images at its measured seconds per image."""
+    from effscale import costmodel
+
+    per_image, steps, batch = costmodel.seconds_per_image(row), row.get("steps"), row.get("batch_size")
+    return per_image * float(steps) * float(batch) if per_image and steps and batch else None
 
 
 def reproduction_timings(finished: list[dict]) -> list[dict]:

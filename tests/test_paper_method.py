@@ -125,14 +125,32 @@ def test_the_reproductions_timings_seed_the_cost_model_only_on_the_same_device(t
 
 
 def test_the_overhead_is_the_median_share_of_wall_time_beyond_the_steps():
-    rows = [
-        {"wall_time_s": 120.0, "step_time_s": 0.1, "steps": 1000},  # 20% beyond 100 s of steps
-        {"wall_time_s": 130.0, "step_time_s": 0.1, "steps": 1000},  # 30%
-        {"wall_time_s": 500.0, "step_time_s": 0.1, "steps": 1000},  # 400%: the median ignores it
-        {"wall_time_s": 99.0, "step_time_s": None, "steps": 1000},  # no step time: left out
-    ]
+    def row(wall, images_per_sec):  # 1,000 steps of 10 images: 100 s of training at 100 images/s
+        return {"wall_time_s": wall, "train_images_per_sec": images_per_sec, "steps": 1000, "batch_size": 10}
+
+    rows = [row(120.0, 100.0), row(130.0, 100.0), row(500.0, 100.0), row(99.0, None)]  # +20%, +30%, +400%, unknown
     assert pm.overhead(rows) == pytest.approx(0.30)
     assert pm.overhead([]) is None
+
+
+def test_predictions_made_before_points_ran_are_checked_against_what_they_measured(tmp_path, monkeypatch):
+    monkeypatch.setattr(pm, "SWEEPS", tmp_path)
+    made = [
+        {"made": "2026-12-03T10:00:00Z", "run": "g/a", "predicted_s": 150.0, "state": "pending"},
+        {"made": "2026-12-03T12:00:00Z", "run": "g/a", "predicted_s": 110.0, "state": "pending"},  # the latest counts
+        {"made": "2026-12-03T12:00:00Z", "run": "g/b", "predicted_s": 50.0, "state": "partial"},  # already running
+        {"made": "2026-12-03T12:00:00Z", "run": "g/c", "predicted_s": 80.0, "state": "pending"},
+    ]
+    (tmp_path / pm.PREDICTIONS).write_text("".join(json.dumps(m) + "\n" for m in made))
+
+    def row(point):  # 100 s of training measured
+        return {"sweep_dir": "g", "point": point, "train_images_per_sec": 100.0, "steps": 1000, "batch_size": 10}
+
+    errors = pm.prediction_errors([row("a"), row("b"), row("c"), row("d")])
+    assert errors == pytest.approx({"g/a": 0.10, "g/c": -0.20})
+    assert pm.prediction_summary([row("a"), row("c")]) == (
+        "predictions made before points ran, checked on 2: median error -5% (from -20% to +10%)"
+    )
 
 
 # ----------------------------------------------------------------------------- the runner's git and signals
