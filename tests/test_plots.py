@@ -313,6 +313,9 @@ def test_notebook_runs_headless_on_the_fixture():
     assert len(images) >= 10
     text = "".join(o.get("text", "") for o in outputs)
     assert "50 rows from" in text and "width_at_depth_resolution: 12 points" in text
+    assert "networks; runs per network: 1" in text  # the fixture has one seed per network: values, no intervals
+    markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
+    assert "## Claim 1: scaling any single dimension improves accuracy" in markdown
 
 
 def test_a_base_point_starts_every_line():
