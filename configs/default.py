@@ -64,7 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
     d.eval_split = config_dict.placeholder(str)  # test split. None: 'validation' if the dataset has one, else 'test'
     # Held-out validation for in-run evaluations and the choice of the best weights (effscale.data.resolve_splits):
     # 'auto': the dataset's own 'validation' split unless eval_split reads it, else the last examples of
-    # train_split (10% of it, at most 5,000, at least 1%: Fashion-MNIST / CIFAR-10 5,000, ImageNet 12,811),
+    # train_split (10% of it, at most 5,000, at least 1%: Fashion-MNIST / CIFAR-10 5,000, ImageNet 12,812),
     # which training then leaves out; 'none': no validation (in-run evaluations on eval_split); or a TFDS split.
     d.validation = "auto"
     d.validation_examples = config_dict.placeholder(int)  # 'auto' only: hold out this many instead

@@ -5,13 +5,15 @@ grows with the activations, and a fixed cost per image (input pipeline, small ke
 too. The three coefficients are fitted by least squares on a sweep's finished points, from their
 measured train_images_per_sec (or step_time_s / batch_size), one fit per device: the device kind,
 with the device count when above 1 (eight chips train eight times the images of one). A fit
-needs MIN_POINTS points; its error on a point is measured leave-one-out (refit without the point,
-predict it), which needs one point more.
+needs MIN_POINTS points; its error on a point is measured leaving out the point's network (refit
+without every seed of it, predict it: a repeat of the same network would flatter the fit), which
+needs points of MIN_POINTS other networks.
 
 `--mode=status` uses it to predict each unfinished point's training time: the images it will
 train (train.num_steps x batch size, else epochs x the dataset's training examples, as the
-finished points measured them) times the predicted seconds per image. Compilation and
-evaluation are not in the model.
+finished points measured them) times the predicted seconds per image. Its wall time adds what
+compilation and evaluation cost the finished points: their median share of wall time beyond
+training (`overhead`).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class Sample:
     """One finished point: its counts and measured seconds per image."""
 
     point: str
+    network: str  # every seed of a network shares it
     macs: float
     activations: float
     seconds: float
@@ -84,7 +87,8 @@ def samples(rows: Sequence[Row]) -> dict[str, list[Sample]]:
     for r in rows:
         macs, acts, secs, device = _num(r.get("macs")), _num(r.get("activations")), seconds_per_image(r), device_of(r)
         if r.get("status") == "done" and macs and acts and secs and device:
-            out.setdefault(device, []).append(Sample(str(r.get("point")), macs, acts, secs))
+            network = str(r.get("network") or r.get("point"))
+            out.setdefault(device, []).append(Sample(str(r.get("point")), network, macs, acts, secs))
     return out
 
 
@@ -107,17 +111,36 @@ def fit(rows: Sequence[Row]) -> dict[str, CostFit]:
 
 
 def leave_one_out(device: str, points: Sequence[Sample]) -> dict[str, float]:
-    """Per point: (predicted - measured) / measured seconds per image, the prediction fitted without it.
+    """Per point: (predicted - measured) / measured seconds per image, the prediction fitted without its
+    network (every seed of it: an unfinished network has none measured).
 
-    Empty with fewer than MIN_POINTS + 1 points (the refit needs MIN_POINTS).
+    Empty where no network leaves MIN_POINTS points of the others to refit on.
     """
     out = {}
-    for k, p in enumerate(points):
-        rest = fit_samples(device, [q for j, q in enumerate(points) if j != k])
+    for p in points:
+        rest = fit_samples(device, [q for q in points if q.network != p.network])
         predicted = rest.seconds_per_image(p.macs, p.activations) if rest else None
         if predicted is not None:
             out[p.point] = (predicted - p.seconds) / p.seconds
     return out
+
+
+def training_seconds(row: Row) -> float | None:
+    """A finished run's measured training seconds: the images it trained (steps x batch size) at its
+    measured seconds per image."""
+    per_image, steps, batch = seconds_per_image(row), _num(row.get("steps")), _num(row.get("batch_size"))
+    return per_image * steps * batch if per_image and steps and batch else None
+
+
+def overhead(rows: Sequence[Row]) -> float | None:
+    """The median share of a finished run's wall time beyond its training steps (compilation,
+    evaluation, checkpoints), at least 0; None where no finished row has both times."""
+    shares = [
+        wall / train - 1.0
+        for r in rows
+        if r.get("status") == "done" and (wall := _num(r.get("wall_time_s"))) and (train := training_seconds(r))
+    ]
+    return max(0.0, float(np.median(shares))) if shares else None
 
 
 def train_examples(rows: Sequence[Row]) -> dict[str, int]:
@@ -141,15 +164,17 @@ def images(train: Any, examples: int | None) -> float | None:
 def annotate(
     status_rows: Sequence[Row], finished: Sequence[Row], trains: Sequence[Any], datasets: Sequence[str]
 ) -> list[dict[str, Any]]:
-    """`status_rows` with the cost model's columns: 'predicted_s' (wall time of an unfinished point's
-    training), 'cost_error' (a finished point's leave-one-out error) and 'cost_basis' (the device and
-    point count of the fit used, on unfinished rows). `finished`: the sweep's table rows (results.point_row);
+    """`status_rows` with the cost model's columns: 'predicted_s' (an unfinished point's training time),
+    'predicted_wall_s' (that plus the finished points' `overhead`, where measured), 'cost_error' (a
+    finished point's leave-one-network-out error) and 'cost_basis' (the device and point count of
+    the fit used, on unfinished rows). `finished`: the sweep's table rows (results.point_row);
     `trains`, `datasets`: each status row's train config block and dataset name.
     """
     by_device = samples(finished)
     fits = {d: f for d, pts in by_device.items() if (f := fit_samples(d, pts)) is not None}
     errors = {name: e for d, pts in by_device.items() for name, e in leave_one_out(d, pts).items()}
     examples = train_examples(finished)
+    extra = overhead(finished)
     # Unfinished points run on the device most of the finished ones ran on.
     device = max(fits, key=lambda d: (fits[d].n, d), default=None)
     out = []
@@ -161,6 +186,9 @@ def annotate(
             secs = fits[device].seconds_per_image(_num(row.get("macs")) or 0.0, _num(row.get("activations")) or 0.0)
             n_images = images(train, examples.get(dataset))
             row["predicted_s"] = secs * n_images if secs and n_images else None
+            if row["predicted_s"] is not None and extra is not None:
+                row["predicted_wall_s"] = row["predicted_s"] * (1.0 + extra)
+                row["cost_overhead"] = extra
             row["cost_basis"] = f"{device}, {fits[device].n} points"
         out.append(row)
     return out

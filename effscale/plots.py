@@ -388,12 +388,25 @@ def time_vs_macs(rows: Sequence[Row], title: str = "") -> Figure:
 
 
 def abg_ranking(rows: Sequence[Row], title: str = "") -> Figure:
-    """Top-1 of each (alpha, beta, gamma) candidate (mean of its runs, 95% interval bars), best first, with MACs."""
-    key = accuracy_key(rows)
-    means = sorted(point_means(finished(rows, key), X_AXES["macs"][1], key), key=lambda m: -m.top1)
+    """Each (alpha, beta, gamma) candidate's accuracy on the column that chooses among them (validation
+    top-1 where the records have it: `results.selection_key`; mean of its runs, 95% interval bars),
+    best first, with MACs; candidates that solved to the same network share one bar."""
+    shown = accuracy_key(rows)
+    key = results.selection_key(rows, shown) or shown
+    means: list[Mean] = []
+    labels: list[str] = []
+    seen: dict[Any, int] = {}
+    for m in sorted(point_means(finished(rows, key), X_AXES["macs"][1], key), key=lambda m: -m.top1):
+        name = str(m.row.get("network") or m.row.get("point", "")).removeprefix("abg-")
+        same = results.architecture(m.row)
+        if same is not None and same in seen:
+            labels[seen[same]] += f" = {name}"
+            continue
+        seen[same or len(means)] = len(means)
+        means.append(m)
+        labels.append(name)
     fig = Figure(figsize=(6.4, 1.2 + 0.28 * max(1, len(means))), layout="constrained")
     ax = fig.add_subplot()
-    labels = [str(m.row.get("network") or m.row.get("point", "")).removeprefix("abg-") for m in means]
     values = [m.top1 for m in means]
     ax.barh(range(len(means)), values, color=STRATEGY_COLORS["abg"])
     _error_bars(ax, [dataclasses.replace(m, x=k) for k, m in enumerate(means)], "black", horizontal=True)
@@ -411,7 +424,9 @@ def abg_ranking(rows: Sequence[Row], title: str = "") -> Figure:
     ax.invert_yaxis()
     if values:
         ax.set_xlim(min(values) - 1.0, max(v + m.ci for v, m in zip(values, means, strict=True)) + 1.5)
-    ax.set_xlabel(("EMA " if key.startswith("ema") else "") + "top-1 accuracy (%)")
+    weights = "EMA " if key.startswith(("ema", "val_top1_ema")) else ""
+    split = "validation " if key != shown else ""
+    ax.set_xlabel(f"{split}{weights}top-1 accuracy (%)" + (", which chooses" if split else ""))
     ax.set_title(title or "alpha / beta / gamma candidates at phi = 1", fontsize=10)
     ax.grid(True, axis="x", alpha=0.3)
     return fig

@@ -265,6 +265,10 @@ class RunRecord:
     compile_time_s: float | None = None
     compile_cache_hits: int | None = None  # compiles JAX's persistent cache served (effscale.compile_cache)
     wall_time_s: float | None = None
+    # Peak memory (effscale.training.memory): the largest device allocation (None where the backend keeps no
+    # statistics, as XLA:CPU) and the host process's resident set, since the run started where the OS allows.
+    peak_memory_bytes: int | None = None
+    peak_host_memory_bytes: int | None = None
     # Where it ran and with what.
     device_kind: str | None = None
     platform: str | None = None

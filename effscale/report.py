@@ -43,9 +43,6 @@ DIMENSIONS = ("width", "depth", "resolution")
 PAPER_COEFFICIENTS = (1.2, 1.1, 1.15)  # effscale.scaling's ALPHA, BETA, GAMMA (not imported: it pulls in the model)
 EXTRAPOLATE = 4.0  # claim 1's extrapolated gain: to this multiple of a line's largest MACs
 SAME_MACS = 0.05  # claim 3: two networks within 5% of each other's MACs are compared directly
-# Claim 3: the grid chooses on the validation split, never on the reported (test) one; with the EMA
-# weights when the report compares EMA weights.
-SELECTION_KEYS = {"ema_top1": ("val_top1_ema", "val_top1"), "top1": ("val_top1",)}
 
 Row = Mapping[str, Any]
 Seeds = dict[Any, float]  # seed -> accuracy (percent)
@@ -309,37 +306,67 @@ def label(abg: tuple[float, float, float]) -> str:
 def grid_winner(rows: Sequence[Row], key: str) -> tuple[tuple[float, float, float] | None, list[str], list[str]]:
     """The best alpha/beta/gamma candidate of the grid's finished points, lines describing the choice, and a table.
 
-    The choice is made on validation top-1 (`SELECTION_KEYS`: of the EMA weights when `key` is, held
-    out from the training split) when every finished grid run has it, so that the test split stays
-    untouched by the search; records from before the validation split are ranked on `key`, and the
-    text says so. The lines end with
-    the whole ranking: each candidate's validation and reported accuracy, and its paired
-    difference to the pick (the table).
+    The choice is made on validation top-1 (`results.selection_key`: of the EMA weights when `key`
+    is, held out from the training split), so that the test split stays untouched by the search;
+    records from before the validation split are ranked on `key`, and the text says so. Candidates
+    that solved to the same network are one entry (their runs are the same model), named by all
+    their coefficients. The table ranks every candidate: its validation and reported accuracy, and
+    its paired difference to the pick.
     """
     grid_rows = [r for r in rows if r.get("strategy") == "abg"]
-    done = [r for r in grid_rows if r.get("status") == "done"]
-    usable = [k for k in SELECTION_KEYS.get(key, ()) if done and all(_num(r.get(k)) is not None for r in done)]
-    chooser = usable[0] if usable else key
-    chosen, reported = _by_coefficients(grid_rows, chooser), _by_coefficients(grid_rows, key)
+    chooser = results.selection_key(grid_rows, key)
+    chosen, reported = _by_coefficients(grid_rows, chooser or key), _by_coefficients(grid_rows, key)
     if not chosen:
         return None, [], []
+    chosen, aliases = merge_identical(chosen)
     order = sorted(chosen, key=lambda abg: -float(np.mean(list(mean_by_seed(chosen[abg]).values()))))
     best = order[0]
     where = "equal MACs" if any(_num(n.row.get("target_macs")) for n in chosen[best]) else "phi = 1"
-    text = f"The grid ({len(order)} candidates at {where}) picked {label(best)}"
+    count = sum(1 + len(a) for a in aliases.values())
+    many = f"{len(order)} networks of {count} candidates" if count > len(order) else f"{len(order)} candidates"
+    text = f"The grid ({many} at {where}) picked {names(best, aliases)}"
     if len(order) > 1:
         lead = stats.paired_difference(mean_by_seed(chosen[best]), mean_by_seed(chosen[order[1]])).summary
-        text += f", ahead of {label(order[1])} by {pp(lead)}"
-    how = f"validation top-1 (`{chooser}`)" if usable else f"`{key}` (these records have no validation split)"
-    table = header("rank", "alpha/beta/gamma", "MACs", f"`{chooser}` (chooses)", "minus the pick", f"`{key}`")
+        text += f", ahead of {names(order[1], aliases)} by {pp(lead)}"
+    how = f"validation top-1 (`{chooser}`)" if chooser else f"`{key}` (these records have no validation split)"
+    lines = [f"{text}, chosen on {how}."]
+    lines += [f"{' and '.join(label(a) for a in (abg, *same))} solve to the same network "
+              f"({si(chosen[abg][0].macs)} MACs): their runs are one candidate."
+              for abg, same in aliases.items() if same]  # fmt: skip
+    table = header("rank", "alpha/beta/gamma", "MACs", f"`{chooser or key}` (chooses)", "minus the pick", f"`{key}`")
     for rank, abg in enumerate(order, 1):
         seeds = mean_by_seed(chosen[abg])
         gap = "" if abg == best else pp(stats.paired_difference(seeds, mean_by_seed(chosen[best])).summary)
         mine = stats.summarize(list(mean_by_seed(reported.get(abg, [])).values()))
         macs = si(float(np.mean([n.macs for n in chosen[abg]])))
-        table.append(f"| {rank} | {label(abg)} | {macs} | {level(stats.summarize(list(seeds.values())))} "
+        table.append(f"| {rank} | {names(abg, aliases)} | {macs} | {level(stats.summarize(list(seeds.values())))} "
                      f"| {gap} | {level(mine)} |")  # fmt: skip
-    return best, [f"{text}, chosen on {how}."], table
+    return best, lines, table
+
+
+Coefficients = tuple[float, float, float]
+
+
+def merge_identical(
+    by_abg: Mapping[Coefficients, list[Network]],
+) -> tuple[dict[Coefficients, list[Network]], dict[Coefficients, list[Coefficients]]]:
+    """Candidates whose networks are the same (`results.architecture`) as one: kept under the paper's
+    coefficients where they are among them, else the first; with, for each kept one, the others."""
+    groups: dict[Any, list[Coefficients]] = {}
+    for k, (abg, nets) in enumerate(by_abg.items()):
+        groups.setdefault(results.architecture(nets[0].row) or k, []).append(abg)
+    kept: dict[Coefficients, list[Network]] = {}
+    aliases: dict[Coefficients, list[Coefficients]] = {}
+    for members in groups.values():
+        first = min(members, key=lambda a: (a != PAPER_COEFFICIENTS, members.index(a)))
+        kept[first] = by_abg[first]
+        aliases[first] = [a for a in members if a != first]
+    return kept, aliases
+
+
+def names(abg: Coefficients, aliases: Mapping[Coefficients, Sequence[Coefficients]]) -> str:
+    """'1.2/1.1/1.15 = 1.4/1.1/1.1': a candidate with the others that are the same network."""
+    return " = ".join(label(a) for a in (abg, *aliases.get(abg, ())))
 
 
 def _by_coefficients(rows: Sequence[Row], key: str) -> dict[tuple[float, float, float], list[Network]]:
@@ -449,7 +476,7 @@ def render(claims: Sequence[Claim], rows: Sequence[Row], title: str = "") -> str
     counts = [len(g) for g in groups.values()]
     out = [f"# The paper's claims{': ' + title if title else ''}", ""]
     out.append(
-        f"Metric: `{key}` ({'EMA' if key.startswith('ema') else 'final'} weights, top-1 on the eval split) in percent "
+        f"Metric: `{key}` ({'EMA' if key.startswith('ema') else 'final'} weights, top-1 on the test split) in percent "
         f"points. {sum(counts)} finished runs of {len(counts)} networks; runs per network: "
         + (f"{min(counts)} to {max(counts)}." if counts else "none.")
     )

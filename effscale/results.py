@@ -8,7 +8,8 @@ sweeps works too), turns each point directory into a flat row and `write_table` 
 as CSV and JSONL, each written atomically (a reader never sees half a table).
 
 The result columns are fields of the run record (`RESULT_COLUMNS`, read with .get so that older
-records stay readable; peak memory only when result.json carries it); accuracies are fractions.
+records stay readable); accuracies are fractions. Peak memory: the device's (`peak_memory_bytes`, also
+read under jax's own name) and the host process's (`peak_host_memory_bytes`, what a CPU run has).
 `seed` is the seed the run recorded in its config, `network` what was trained regardless of the
 seed (a sweep with seeds=N names its runs <network>_s<seed>, seed 0 keeping the plain name).
 `group` summarises each network over its finished runs (mean, std, n and the 95% t interval of the
@@ -26,6 +27,7 @@ import io
 import json
 import math
 import os
+import statistics
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -74,9 +76,14 @@ RESULT_COLUMNS = {
     "device_kind": "device_kind",
     "device_count": "device_count",
 }
-# Peak device memory, when a record carries it (not a RunRecord field: read from result.json as written).
+# Peak device memory: a RunRecord field, read from result.json as written so that records which carry it
+# under jax Device.memory_stats()'s name count too. The host's peak is a plain field.
 PEAK_MEMORY = "peak_memory_bytes"
-PEAK_MEMORY_KEYS = (PEAK_MEMORY, "peak_bytes_in_use")  # the second is jax Device.memory_stats()'s name
+PEAK_MEMORY_KEYS = (PEAK_MEMORY, "peak_bytes_in_use")
+PEAK_HOST_MEMORY = "peak_host_memory_bytes"
+# What JAX's persistent compilation cache saved a run: its network's cold compile (median over the runs the
+# cache did not serve) minus the run's own; None where the cache served nothing or no run compiled cold.
+COMPILE_SAVED = "compile_saved_s"
 
 # The scale comes from point.json first: it is what the sweep declared, for failed points too.
 # Params / MACs / activations come from the record first: the trainer counts them with the
@@ -97,6 +104,8 @@ COLUMNS = (
     *_POINT_KEYS,
     *RESULT_COLUMNS,
     PEAK_MEMORY,
+    PEAK_HOST_MEMORY,
+    COMPILE_SAVED,
     "error",
     "overrides",
 )
@@ -119,8 +128,10 @@ GROUP_METRICS = (
     "train_step_time_s",
     "wall_time_s",
     "compile_time_s",
+    COMPILE_SAVED,
     "input_wait_fraction",
     PEAK_MEMORY,
+    PEAK_HOST_MEMORY,
 )
 # Columns a network's runs share (taken from its first run).
 _GROUP_KEYS = ("sweep", "strategy", "series", "network", "dataset", *_POINT_KEYS, *_COUNT_KEYS, "epochs")
@@ -214,6 +225,7 @@ def make_row(
             row["strategy"] = row["series"] = "run"  # a plain run, not started by a sweep
     row["seed"] = _seed(values.get("config"), point.get("config"), meta)
     row[PEAK_MEMORY] = next((written[k] for k in PEAK_MEMORY_KEYS if (written or {}).get(k) is not None), None)
+    row[PEAK_HOST_MEMORY] = values.get(PEAK_HOST_MEMORY)
     if error and status == "failed":
         row["error"] = f"{error.get('type', 'Error')}: {error.get('message', '')}".strip()
     for key, value in meta.items():
@@ -271,6 +283,17 @@ def collect(workdir: str | os.PathLike[str], pending: Sequence[Mapping[str, Any]
     for p in pending:
         if (p.get("sweep"), p.get("name")) not in seen:
             rows.append(make_row(p, None, None, "pending", p["name"]))
+    return with_compile_savings(rows)
+
+
+def with_compile_savings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sets each finished run's `compile_saved_s` (COMPILE_SAVED) from the runs of its network; returns `rows`."""
+    for runs in by_network([r for r in rows if r.get("status") == "done"]).values():
+        times = [(r.get("compile_cache_hits"), _number(r.get("compile_time_s"))) for r in runs]
+        cold = [t for hits, t in times if hits == 0 and t is not None]
+        for r in runs:
+            own, served = _number(r.get("compile_time_s")), r.get("compile_cache_hits")
+            r[COMPILE_SAVED] = statistics.median(cold) - own if cold and own is not None and served else None
     return rows
 
 
@@ -283,6 +306,30 @@ def accuracy_key(rows: Sequence[Mapping[str, Any]]) -> str:
     if done and all(_number(r.get("ema_top1")) is not None for r in done):
         return "ema_top1"
     return "top1"
+
+
+# Validation columns that may choose among networks in place of an accuracy column, best first.
+SELECTION_KEYS = {"ema_top1": ("val_top1_ema", "val_top1"), "top1": ("val_top1",)}
+
+
+def selection_key(rows: Sequence[Mapping[str, Any]], key: str) -> str | None:
+    """The column that chooses among networks compared on `key`: validation top-1 (of the EMA weights
+    when `key` is) when every finished row has it, so that a choice never reads the test split;
+    None for records from before the validation split."""
+    done = [r for r in rows if r.get("status") == "done"]
+    usable = [k for k in SELECTION_KEYS.get(key, ()) if done and all(_number(r.get(k)) is not None for r in done)]
+    return usable[0] if usable else None
+
+
+ARCHITECTURE = ("width", "resolution", "macs", "params", "activations")
+
+
+def architecture(row: Mapping[str, Any]) -> tuple[float, ...] | None:
+    """What makes two points the same network whatever their nominal multipliers (rounding can map
+    two depth multipliers to the same repeats): width, resolution, MACs, parameters and activations;
+    None when a row lacks one."""
+    values = tuple(_number(row.get(k)) for k in ARCHITECTURE)
+    return None if None in values else values  # type: ignore[return-value]
 
 
 def _number(v: Any) -> float | None:

@@ -509,8 +509,9 @@ def format_points(config: ml_collections.ConfigDict, num_shards: int = 1) -> str
 def format_status(rows: Sequence[Mapping[str, Any]], title: str = "") -> str:
     """A table of `status` rows (top-1 in percent) with a count per state at the end.
 
-    The 'time' column: an unfinished point's predicted training time, or a finished point's
-    leave-one-out error of that prediction (effscale.costmodel), once the model has its points.
+    The 'time' column: an unfinished point's predicted wall time (its training time alone before
+    any finished point measured a wall time), or a finished point's leave-one-network-out error of
+    the training-time prediction (effscale.costmodel), once the model has its points.
     """
     from effscale import costmodel
 
@@ -525,7 +526,8 @@ def format_status(rows: Sequence[Mapping[str, Any]], title: str = "") -> str:
         if r.get("cost_error") is not None:
             cost = f"{int(round(100 * r['cost_error'])):+d}%"  # int: never '-0%'
         else:
-            cost = costmodel.duration(r.get("predicted_s")) if r["state"] != "done" else "-"
+            predicted = r.get("predicted_wall_s") or r.get("predicted_s")
+            cost = costmodel.duration(predicted) if r["state"] != "done" else "-"
         line = (
             f"{r['point']:<{width}}  {r['strategy']:<12} {r['shard']:>5}  {r['state']:<8} {top1:>6} "
             f"{si(r['params']):>8} {si(r['macs']):>8} {cost:>8}"
@@ -542,22 +544,31 @@ def format_status(rows: Sequence[Mapping[str, Any]], title: str = "") -> str:
 
 
 def _cost_summary(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The status table's last line: the unfinished points' predicted training time, or why there is none."""
+    """The status table's last line: the unfinished points' predicted time, or why there is none."""
     from effscale import costmodel
 
     todo = [r for r in rows if r["state"] != "done"]
     basis = next((r["cost_basis"] for r in todo if r.get("cost_basis")), None)
     if not todo:
-        return "time: leave-one-out error of the cost model's prediction (seconds per image)"
+        return "time: leave-one-network-out error of the cost model's prediction (seconds per image)"
     if basis is None:
         return f"time: no prediction yet (the cost model needs {costmodel.MIN_POINTS} finished points with timings)"
-    known = [r["predicted_s"] for r in todo if r.get("predicted_s") is not None]
+    known = [r for r in todo if r.get("predicted_s") is not None]
+    train = sum(r["predicted_s"] for r in known)
     spent = sum(r.get("wall_time_s") or 0.0 for r in rows if r["state"] == "done")
+    finished = f"finished: leave-one-network-out error; finished points' wall time {costmodel.duration(spent)}"
+    extra = next((r["cost_overhead"] for r in known if r.get("cost_overhead") is not None), None)
+    if extra is None:
+        return (
+            f"time: predicted training time {costmodel.duration(train)} for {len(known)} of {len(todo)} unfinished "
+            f"points (cost model on {basis}; excludes compilation and evaluation: no finished wall time); {finished}"
+        )
+    wall = sum(r["predicted_wall_s"] for r in known)
     return (
-        f"time: predicted training time {costmodel.duration(sum(known))} for {len(known)} of {len(todo)} unfinished "
-        f"points (cost model on {basis}; excludes compilation and evaluation); sweep total "
-        f"{costmodel.duration(sum(known) + spent)} with the finished points' wall time "
-        f"({costmodel.duration(spent)}); finished: leave-one-out error"
+        f"time: predicted wall time {costmodel.duration(wall)} for {len(known)} of {len(todo)} unfinished points "
+        f"(training {costmodel.duration(train)} by the cost model on {basis}, plus {100 * extra:.0f}% for "
+        f"compilation and evaluation as the finished points measured); sweep total "
+        f"{costmodel.duration(wall + spent)}; {finished}"
     )
 
 

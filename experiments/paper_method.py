@@ -319,7 +319,7 @@ def plan() -> list[str]:
     if grid_pick() is None:
         lines.append("compound/found     waits for the grid (a) to finish: its pick sets the coefficients")
     spent = sum(float(r.get("wall_time_s") or 0.0) for r in own)
-    extra = overhead(own)
+    extra = costmodel.overhead(own)
     beyond = "" if extra is None else f" (plus ~{100 * extra:.0f}% for compilation and evaluation, as measured so far)"
     lines.append(f"finished runs' wall time {spent / 3600:.2f} h; predicted training left {left / 3600:.1f} h{beyond}")
     return lines + [prediction_summary(own)]
@@ -338,6 +338,7 @@ def record_predictions() -> int:
                 "made": made,
                 "run": f"{e.name}/{r['point']}",
                 "predicted_s": round(r["predicted_s"], 1),
+                "predicted_wall_s": round(r["predicted_wall_s"], 1) if r.get("predicted_wall_s") else None,
                 "basis": r.get("cost_basis"),
                 "state": r["state"],  # a point already partly trained is not checked against it
             }
@@ -353,50 +354,44 @@ def record_predictions() -> int:
     return len(lines)
 
 
-def prediction_errors(own: list[dict]) -> dict[str, float]:
-    """Per run finished after a prediction of it: (predicted - measured) / measured training seconds, from
-    the latest prediction made before it finished (each run's measured seconds: images / images per second)."""
+def prediction_errors(own: list[dict], field: str = "predicted_s") -> dict[str, float]:
+    """Per run finished after a prediction of it: (predicted - measured) / measured, from the latest
+    prediction made before it started. `field`: 'predicted_s' checks training seconds (the run's
+    images at its measured images per second), 'predicted_wall_s' its wall time."""
     import json
 
+    from effscale import costmodel
+
+    measure = costmodel.training_seconds if field == "predicted_s" else lambda r: r.get("wall_time_s")
     path = SWEEPS / PREDICTIONS
     made = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-    made = [m for m in made if m.get("state") == "pending"]
-    latest = {m["run"]: float(m["predicted_s"]) for m in sorted(made, key=lambda m: m["made"])}
+    made = [m for m in made if m.get("state") == "pending" and m.get(field)]
+    latest = {m["run"]: float(m[field]) for m in sorted(made, key=lambda m: m["made"])}
     out = {}
     for r in own:
         run = f"{r.get('sweep_dir')}/{r['point']}"
-        if run in latest and (measured := training_s(r)):
-            out[run] = latest[run] / measured - 1.0
+        if run in latest and (measured := measure(r)):
+            out[run] = latest[run] / float(measured) - 1.0
     return out
 
 
 def prediction_summary(own: list[dict]) -> str:
-    """One line: the median and the range of the errors of predictions made before the runs."""
+    """One line: the median and the range of the errors of predictions made before the runs (training
+    time; wall time where it was predicted too)."""
     import statistics
+
+    def spread(errors: list[float]) -> str:
+        return (
+            f"median error {100 * statistics.median(errors):+.0f}% "
+            f"(from {100 * min(errors):+.0f}% to {100 * max(errors):+.0f}%)"
+        )
 
     errors = list(prediction_errors(own).values())
     if not errors:
         return "predictions made before points ran: none checked yet (each chunk records them as it starts)"
-    return (
-        f"predictions made before points ran, checked on {len(errors)}: median error "
-        f"{100 * statistics.median(errors):+.0f}% (from {100 * min(errors):+.0f}% to {100 * max(errors):+.0f}%)"
-    )
-
-
-def overhead(rows: list[dict]) -> float | None:
-    """The median share a finished run's wall time spent beyond its training steps (compilation, evaluation)."""
-    import statistics
-
-    shares = [float(r["wall_time_s"]) / t - 1.0 for r in rows if r.get("wall_time_s") and (t := training_s(r))]
-    return statistics.median(shares) if shares else None
-
-
-def training_s(row: dict) -> float | None:
-    """A finished run's measured training seconds: its images at its measured seconds per image."""
-    from effscale import costmodel
-
-    per_image, steps, batch = costmodel.seconds_per_image(row), row.get("steps"), row.get("batch_size")
-    return per_image * float(steps) * float(batch) if per_image and steps and batch else None
+    text = f"predictions made before points ran, checked on {len(errors)}: {spread(errors)}"
+    walls = list(prediction_errors(own, "predicted_wall_s").values())
+    return text + (f"; wall time, checked on {len(walls)}: {spread(walls)}" if walls else "")
 
 
 def reproduction_timings(finished: list[dict]) -> list[dict]:

@@ -57,6 +57,30 @@ def test_leave_one_out_error_of_a_slow_point_is_what_the_others_predict():
     assert costmodel.leave_one_out("cpu", points[:3]) == {}  # two points cannot refit three coefficients
 
 
+def test_leave_one_out_leaves_out_every_seed_of_the_network():
+    # p3 and its repeat both ran 25% slow: left out one run at a time, the repeat would pull the fit
+    # toward p3 and hide the error a new network would see.
+    rows = [row(f"p{k}", m, a, truth(m, a), network=f"p{k}") for k, (m, a) in enumerate(COUNTS)]
+    rows.append(dict(rows[3], point="p3_s1"))
+    for r in rows[3], rows[5]:
+        r["train_images_per_sec"] /= 1.25
+    (points,) = costmodel.samples(rows).values()
+    errors = costmodel.leave_one_out("cpu", points)
+    assert errors["p3"] == pytest.approx(1 / 1.25 - 1) and errors["p3_s1"] == pytest.approx(1 / 1.25 - 1)
+
+
+def test_overhead_is_the_median_share_of_wall_time_beyond_training():
+    # 100 steps of 64 images at 0.01 s per image: 64 s of training.
+    runs = [
+        row(f"p{k}", 1e7, 1e5, 0.01, steps=100, batch_size=64, wall_time_s=64 * f) for k, f in enumerate((1.2, 1.3))
+    ]
+    runs.append(row("p2", 1e7, 1e5, 0.01, steps=100, batch_size=64, wall_time_s=128.0))
+    assert costmodel.training_seconds(runs[0]) == pytest.approx(64.0)
+    assert costmodel.overhead(runs) == pytest.approx(0.3)
+    assert costmodel.overhead([dict(runs[0], wall_time_s=32.0)]) == 0.0  # never below nothing
+    assert costmodel.overhead([dict(runs[0], wall_time_s=None)]) is None
+
+
 def test_one_fit_per_device_kind_and_count():
     rows = [row(f"c{k}", m, a, truth(m, a)) for k, (m, a) in enumerate(COUNTS[:3])]
     rows += [row(f"g{k}", m, a, truth(m, a, 1e-11, 1e-10, 1e-4), device="H200") for k, (m, a) in enumerate(COUNTS)]
@@ -81,8 +105,9 @@ def test_seconds_per_image_and_images_of_a_run():
     assert [costmodel.duration(s) for s in (None, 42, 600, 36_000)] == ["-", "42 s", "10 min", "10.0 h"]
 
 
-def _write_point(workdir, p, cfg, macs, acts, seconds):
-    """A finished point as the trainer leaves it: point.json and a result.json written by hand."""
+def _write_point(workdir, p, cfg, macs, acts, seconds, overhead=0.3):
+    """A finished point as the trainer leaves it: point.json and a result.json written by hand, its wall
+    time `overhead` beyond its training (the example record's 50 steps of 64)."""
     pdir = workdir / p.name
     pdir.mkdir(parents=True)
     (pdir / "point.json").write_text(json.dumps({"sweep": "tiny", **p.as_dict()}))
@@ -91,6 +116,7 @@ def _write_point(workdir, p, cfg, macs, acts, seconds):
         macs=int(macs),
         activations=int(acts),
         train_images_per_sec=1.0 / seconds,
+        wall_time_s=(1.0 + overhead) * 50 * 64 * seconds,
         steps_per_epoch=859,
         batch_size=64,
         config=sweep.config_json(cfg),
@@ -114,12 +140,14 @@ def test_status_predicts_the_unfinished_points_and_scores_the_finished(tmp_path)
         images = 2.0 * 859 * 64  # epochs x the training examples the finished runs saw
         assert rows[name]["predicted_s"] == pytest.approx(images * truth(desc["macs"], desc["activations"]), rel=1e-6)
         assert rows[name]["cost_basis"] == "cpu, 4 points"
+        assert rows[name]["predicted_wall_s"] == pytest.approx(1.3 * rows[name]["predicted_s"])
     assert all(abs(rows[f"w{k}"]["cost_error"]) < 1e-6 for k in range(4))  # exact data: no error
     text = sweep.format_status(list(rows.values()), "tiny")
     total = rows["w4"]["predicted_s"] + rows["w5"]["predicted_s"]
-    assert f"predicted training time {costmodel.duration(total)} for 2 of 2 unfinished points" in text
-    assert "cost model on cpu, 4 points" in text
-    spent = 4 * 145.77916656100004  # the example record's wall time, four finished points
-    assert f"sweep total {costmodel.duration(total + spent)} with the finished points' wall time (10 min)" in text
+    assert f"predicted wall time {costmodel.duration(1.3 * total)} for 2 of 2 unfinished points" in text
+    assert f"(training {costmodel.duration(total)} by the cost model on cpu, 4 points, plus 30% for" in text
+    spent = sum(1.3 * 50 * 64 * truth(m, a) for m, a in COUNTS[:4])
+    assert f"sweep total {costmodel.duration(1.3 * total + spent)};" in text
+    assert f"finished points' wall time {costmodel.duration(spent)}" in text
     w0 = next(line for line in text.splitlines() if line.startswith("w0 "))
     assert w0.rstrip().endswith("+0%")

@@ -124,33 +124,39 @@ def test_the_reproductions_timings_seed_the_cost_model_only_on_the_same_device(t
     assert pm.reproduction_timings(cpu) == []
 
 
-def test_the_overhead_is_the_median_share_of_wall_time_beyond_the_steps():
-    def row(wall, images_per_sec):  # 1,000 steps of 10 images: 100 s of training at 100 images/s
-        return {"wall_time_s": wall, "train_images_per_sec": images_per_sec, "steps": 1000, "batch_size": 10}
-
-    rows = [row(120.0, 100.0), row(130.0, 100.0), row(500.0, 100.0), row(99.0, None)]  # +20%, +30%, +400%, unknown
-    assert pm.overhead(rows) == pytest.approx(0.30)
-    assert pm.overhead([]) is None
-
-
 def test_predictions_made_before_points_ran_are_checked_against_what_they_measured(tmp_path, monkeypatch):
     monkeypatch.setattr(pm, "SWEEPS", tmp_path)
     made = [
         {"made": "2026-12-03T10:00:00Z", "run": "g/a", "predicted_s": 150.0, "state": "pending"},
         {"made": "2026-12-03T12:00:00Z", "run": "g/a", "predicted_s": 110.0, "state": "pending"},  # the latest counts
         {"made": "2026-12-03T12:00:00Z", "run": "g/b", "predicted_s": 50.0, "state": "partial"},  # already running
-        {"made": "2026-12-03T12:00:00Z", "run": "g/c", "predicted_s": 80.0, "state": "pending"},
+        {
+            "made": "2026-12-03T12:00:00Z",
+            "run": "g/c",
+            "predicted_s": 80.0,
+            "state": "pending",
+            "predicted_wall_s": 156.0,
+        },
     ]
     (tmp_path / pm.PREDICTIONS).write_text("".join(json.dumps(m) + "\n" for m in made))
 
-    def row(point):  # 100 s of training measured
-        return {"sweep_dir": "g", "point": point, "train_images_per_sec": 100.0, "steps": 1000, "batch_size": 10}
+    def row(point):  # 100 s of training measured, 120 s of wall time
+        return {
+            "sweep_dir": "g",
+            "point": point,
+            "train_images_per_sec": 100.0,
+            "steps": 1000,
+            "batch_size": 10,
+            "wall_time_s": 120.0,
+        }
 
     errors = pm.prediction_errors([row("a"), row("b"), row("c"), row("d")])
     assert errors == pytest.approx({"g/a": 0.10, "g/c": -0.20})
     assert pm.prediction_summary([row("a"), row("c")]) == (
-        "predictions made before points ran, checked on 2: median error -5% (from -20% to +10%)"
+        "predictions made before points ran, checked on 2: median error -5% (from -20% to +10%); "
+        "wall time, checked on 1: median error +30% (from +30% to +30%)"
     )
+    assert pm.prediction_errors([row("a")], "predicted_wall_s") == {}  # g/a's wall time was not predicted
 
 
 # ----------------------------------------------------------------------------- the runner's git and signals

@@ -231,6 +231,21 @@ def test_abg_ranking_orders_candidates_by_top1():
     assert [t.get_text() for t in ax.get_yticklabels()] == ["1", "2", "0"]
 
 
+def test_abg_ranking_ranks_on_validation_and_merges_candidates_that_are_one_network():
+    # Test top-1 would rank 0 first; validation, which chooses, ranks 1 first. Candidates 1 and 2
+    # solved to the same network (same width, resolution, MACs, params and activations): one bar.
+    net = {"width": 1.0, "resolution": 32, "activations": 5e5}
+    rows = [
+        row("abg-0", "abg", 3e6, 0.85, ema=0.85, val_top1_ema=0.80, **net, series="abg"),
+        row("abg-1", "abg", 3e6, 0.82, ema=0.82, val_top1_ema=0.84, **dict(net, width=1.1)),
+        row("abg-2", "abg", 3e6, 0.82, ema=0.82, val_top1_ema=0.84, **dict(net, width=1.1)),
+    ]
+    (ax,) = plots.abg_ranking(rows).axes
+    assert [p.get_width() for p in ax.patches] == pytest.approx([84.0, 80.0])
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["1 = 2", "0"]
+    assert ax.get_xlabel() == "validation EMA top-1 accuracy (%), which chooses"
+
+
 def test_a_fitted_curve_runs_over_the_data_and_dashed_beyond():
     (ax,) = plots.top1_vs(TABLE[:3], "macs").axes
     solid = [line for line in ax.get_lines() if line.get_marker() == "None" and line.get_linestyle() == "-"]
@@ -298,6 +313,9 @@ def test_notebook_runs_headless_on_the_fixture():
     assert len(images) >= 10
     text = "".join(o.get("text", "") for o in outputs)
     assert "50 rows from" in text and "width_at_depth_resolution: 12 points" in text
+    assert "networks; runs per network: 1" in text  # the fixture has one seed per network: values, no intervals
+    markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
+    assert "## Claim 1: scaling any single dimension improves accuracy" in markdown
 
 
 def test_a_base_point_starts_every_line():

@@ -196,6 +196,27 @@ def test_claim_3_the_grid_chooses_on_validation_and_shows_its_ranking():
     assert "picked 1.4/1.1/1.1" in ema and ema.endswith("chosen on validation top-1 (`val_top1_ema`).")
 
 
+def test_claim_3_candidates_that_solve_to_the_same_network_are_one_candidate():
+    # Rounding can map two depth multipliers to the same repeats: such runs train one model, and
+    # counting it twice would pair the model with itself. The paper's coefficients name it.
+    same = {"width": 1.049, "resolution": 34, "params": 7_109_936, "activations": 367_168}
+    rows = [dict(r, **same) | ({"width": 1.1} if r["coefficients"] == "1.4/1.1/1.1" else {}) for r in grid()]
+    twins = [
+        dict(r, coefficients="1.4/1.2/1.05", network="abg-twin", point=f"abg-twin_s{r['seed']}")
+        for r in rows
+        if r["coefficients"] == "1.2/1.1/1.15"
+    ]
+    lines = claims(twins + rows)[3].lines
+    assert lines[0].startswith(
+        "The grid (2 networks of 3 candidates at phi = 1) picked 1.4/1.1/1.1, "
+        "ahead of 1.2/1.1/1.15 = 1.4/1.2/1.05 by +0.60"
+    )
+    same = "1.2/1.1/1.15 and 1.4/1.2/1.05 solve to the same network (4M MACs): their runs are one candidate."
+    assert lines[1] == same
+    ranked = [x for x in lines if x.startswith(("| 1 |", "| 2 |", "| 3 |"))]
+    assert [x.split(" | ")[1] for x in ranked] == ["1.4/1.1/1.1", "1.2/1.1/1.15 = 1.4/1.2/1.05"]
+
+
 def test_claim_3_compares_at_equal_macs_by_interpolating_the_other_line():
     # The other line costs 2x as much at each phi, so the same phi is no comparison; interpolated at the pick's
     # MACs, its value at 4M (the pick's phi 2) is its own phi-1 point.

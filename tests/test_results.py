@@ -249,7 +249,7 @@ def _written(seed: int = 0, **changes) -> dict:
 def test_rows_carry_the_run_the_device_and_the_held_out_splits(tmp_path):
     new = _written(
         7, val_top1=0.70, test_top1=0.6846, test_top1_ema=0.6933, test_top1_best=0.69, input_wait_fraction=0.25,
-        peak_memory_bytes=123_456_789,
+        peak_memory_bytes=123_456_789, peak_host_memory_bytes=2_000_000_000,
     )  # fmt: skip
     _point(tmp_path, "new", {"seed": 7, "network": "w1"}, new)
     _point(tmp_path, "old", {}, _written(peak_bytes_in_use=5))  # no val/test fields: an older record
@@ -261,6 +261,7 @@ def test_rows_carry_the_run_the_device_and_the_held_out_splits(tmp_path):
     assert (r["device_kind"], r["device_count"], r["compile_time_s"]) == ("cpu", 1, 31.088596069999994)
     assert (r["val_top1"], r["test_top1"], r["test_top1_ema"], r["test_top1_best"]) == (0.70, 0.6846, 0.6933, 0.69)
     assert (r["input_wait_fraction"], r["peak_memory_bytes"]) == (0.25, 123_456_789)
+    assert r["peak_host_memory_bytes"] == 2_000_000_000 and rows["old"]["peak_host_memory_bytes"] is None
     old = rows["old"]
     assert (old["network"], old["seed"], old["peak_memory_bytes"]) == ("old", 0, 5)  # seed from the record's config
     assert old["val_top1"] is None and old["test_top1_best"] is None
@@ -289,6 +290,20 @@ def test_the_grouped_table_summarises_each_network_over_its_seeds(tmp_path):
     path = results.write_grouped(rows, tmp_path / "results_grouped.csv")
     back = {r["network"]: r for r in results.read_table(path)}
     assert back["w1"]["top1_ci_hi"] == pytest.approx(w1["top1_ci_hi"]) and back["w2"]["top1_ci_lo"] is None
+
+
+def test_each_repeat_the_cache_served_reports_the_compile_seconds_it_saved(tmp_path):
+    # w1: two cold compiles (20 s, 24 s: median 22 s), a repeat served by the cache in 6 s saved 16 s.
+    # w2 never compiled cold: nothing to compare with.
+    for seed, (hits, seconds) in enumerate(((0, 20.0), (0, 24.0), (3, 6.0))):
+        written = _written(seed, compile_cache_hits=hits, compile_time_s=seconds)
+        _point(tmp_path, f"w1_s{seed}", {"seed": seed, "network": "w1"}, written)
+    _point(tmp_path, "w2", {"network": "w2"}, _written(compile_cache_hits=2, compile_time_s=5.0))
+    rows = {r["point"]: r for r in results.collect(tmp_path)}
+    saved = {name: r["compile_saved_s"] for name, r in rows.items()}
+    assert saved == {"w1_s0": None, "w1_s1": None, "w1_s2": pytest.approx(16.0), "w2": None}
+    (w1,) = (g for g in results.group(list(rows.values())) if g["network"] == "w1")
+    assert (w1["compile_saved_s_mean"], w1["compile_saved_s_n"]) == (pytest.approx(16.0), 1)
 
 
 def test_collect_writes_the_grouped_table_next_to_the_runs(tmp_path, capsys):

@@ -25,7 +25,7 @@ RECORD_KEYS = {
     "config", "width", "depth", "resolution", "phi", "params", "macs", "activations", "xla_flops",
     "eval_top1", "eval_top5", "eval_top1_ema", "eval_top5_ema", "best_eval_top1", "steps", "epochs",
     "train_images_per_sec", "step_time_s", "input_wait_fraction", "eval_images_per_sec", "compile_time_s",
-    "wall_time_s",
+    "wall_time_s", "peak_memory_bytes", "peak_host_memory_bytes",
     "device_kind", "device_count", "process_count", "packages",
 }  # fmt: skip
 
@@ -58,6 +58,8 @@ def test_one_step_on_mocked_dataset(tmp_path, name, classes, dtype):
         assert 0.0 <= getattr(out, key) <= 1.0
     assert out.eval_top5 >= out.eval_top1
     assert out.eval_examples == 16
+    # XLA:CPU keeps no allocator statistics; the host's peak is at least the weights' bytes in float32.
+    assert out.peak_memory_bytes is None and out.peak_host_memory_bytes > 4 * out.params
     # What the run wrote is what it returned, and reads back as the same record.
     written = tmp_path / "run" / record.RESULT
     assert json.loads(written.read_text()) == out.to_json()
@@ -192,6 +194,7 @@ _TIMINGS = (
     "step_time_s",
     "compile_time_s",
     "wall_time_s",
+    "memory_bytes",
     "resumed_from_step",
     "input_wait",
     "input_wait_fraction",

@@ -21,7 +21,7 @@ import jax
 import ml_collections
 
 from effscale import checkpoint, compile_cache, host, lease, parallel, record, storage
-from effscale.training import evaluation, progress, recording
+from effscale.training import evaluation, memory, progress, recording
 from effscale.training.compiled import EvalFn, TrainFn, compile_eval, compile_train
 from effscale.training.errors import Interrupted, NonFiniteLossError, config_errors
 from effscale.training.evaluation import EvalResult, run_eval
@@ -142,6 +142,7 @@ def _start(
 ) -> tuple[_Run, _Loop]:
     """Restores the newest usable checkpoint (or initialises the state), compiles, and rewinds the metrics log to it."""
     # Before compiling: the step a damaged newest checkpoint falls back to decides the phase.
+    memory.reset_host_peak()  # the record's host peak is this run's, not an earlier point's of the same sweep
     restored = ckpt.restore_newest(lambda step: abstract_state(setup, setup.phase_of(step)))
     start_step, state = restored or (0, None)
     phase = setup.phase_of(start_step)
@@ -152,7 +153,12 @@ def _start(
     host.return_freed_memory()
     # Hosts finish compiling at different times; the first collective must not time out on them.
     parallel.barrier(f"effscale:compiled:{os.fspath(storage.path(workdir))}:{start_step}")
-    state = fresh_state(setup, imported) if restored is None else state
+    if restored is None:  # the initialiser is a program too (the largest): its compile counts with the steps'
+        began = time.perf_counter()
+        with compile_cache.counting() as init_cache:
+            state = fresh_state(setup, imported)
+        compile_time += time.perf_counter() - began
+        cache.hits += init_cache.hits
     if writer.enabled:
         progress.log_start(setup, start_step, imported is not None)
         if len(setup.phases) > 1 or phase.freeze != "none":

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 import jax
 
 from effscale import complexity, parallel, record
+from effscale.training import memory
 from effscale.training.evaluation import EvalResult
 from effscale.training.setup import RunSetup
 
@@ -80,6 +81,8 @@ def run_record(
         compile_time_s=compile_time_s,
         compile_cache_hits=compile_cache_hits,
         wall_time_s=wall_time_s,
+        peak_memory_bytes=memory.device_peak_bytes(),
+        peak_host_memory_bytes=memory.host_peak_bytes(),
         **parallel.describe(),
         packages=record.package_versions(),
         config=setup.config.to_dict(),
