@@ -195,6 +195,7 @@ _TIMINGS = (
     "compile_time_s",
     "wall_time_s",
     "memory_bytes",
+    "compile_cache_hits",  # a resumed run initialises nothing: one compile fewer
     "resumed_from_step",
     "input_wait",
     "input_wait_fraction",
