@@ -571,7 +571,7 @@ def _cost_summary(rows: Sequence[Mapping[str, Any]]) -> str:
     if not todo:
         return "time: leave-one-network-out error of the cost model's prediction (seconds per image)"
     if basis is None:
-        return f"time: no prediction yet (the cost model needs {costmodel.MIN_POINTS} finished points with timings)"
+        return f"time: no prediction yet (the cost model needs timed points of {costmodel.MIN_POINTS} networks)"
     known = [r for r in todo if r.get("predicted_s") is not None]
     train = sum(r["predicted_s"] for r in known)
     spent = sum(r.get("wall_time_s") or 0.0 for r in rows if r["state"] == "done")

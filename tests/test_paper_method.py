@@ -111,7 +111,7 @@ def _chunks(directory: Path, *cpus: int) -> None:
     (directory / "chunks.jsonl").write_text("".join(json.dumps({"hours": 1.0, "cpus": n}) + "\n" for n in cpus))
 
 
-def test_the_reproductions_timings_seed_the_cost_model_only_on_the_same_device(tmp_path, monkeypatch):
+def test_reproduction_timings_seed_the_cost_model_on_the_same_device_until_own_points_span_macs(tmp_path, monkeypatch):
     monkeypatch.setattr(pm, "SWEEPS", tmp_path)
     _chunks(tmp_path, 2, 2)
     cpu = [{"device_kind": "cpu", "device_count": 1}]
@@ -122,6 +122,11 @@ def test_the_reproductions_timings_seed_the_cost_model_only_on_the_same_device(t
     assert pm.reproduction_timings([*cpu, {"device_kind": "TPU v4", "device_count": 8}]) == []
     _chunks(tmp_path, 2, 8)  # a chunk ran on a machine of another size: its CPU is not the reproduction's
     assert pm.reproduction_timings(cpu) == []
+    _chunks(tmp_path, 2, 2)
+    narrow = [dict(cpu[0], macs=m) for m in (3.4e7, 3.4e7, 8.5e6 * 3.9)]
+    assert len(pm.reproduction_timings(narrow)) == 9
+    wide = [*narrow, dict(cpu[0], macs=8.5e6)]  # own points from 8.5M to 34M MACs: 4x, enough to fit on
+    assert pm.reproduction_timings(wide) == []
 
 
 def test_predictions_made_before_points_ran_are_checked_against_what_they_measured(tmp_path, monkeypatch):
