@@ -137,6 +137,15 @@ def leave_one_out(device: str, points: Sequence[Sample]) -> dict[str, float]:
     return out
 
 
+def repeat_spread(points: Sequence[Sample]) -> list[float]:
+    """Per run of a network measured more than once: its seconds per image over its network's median,
+    minus 1. What the same network's runs disagree by is what no model of the counts can predict."""
+    runs: dict[str, list[float]] = {}
+    for p in points:
+        runs.setdefault(p.network, []).append(p.seconds)
+    return [t / float(np.median(ts)) - 1.0 for ts in runs.values() if len(ts) > 1 for t in ts]
+
+
 def training_seconds(row: Row) -> float | None:
     """A finished run's measured training seconds: the images it trained (steps x batch size) at its
     measured seconds per image."""

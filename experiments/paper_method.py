@@ -323,7 +323,7 @@ def plan() -> list[str]:
     extra = costmodel.overhead(own)
     beyond = "" if extra is None else f" (plus ~{100 * extra:.0f}% for compilation and evaluation, as measured so far)"
     lines.append(f"finished runs' wall time {spent / 3600:.2f} h; predicted training left {left / 3600:.1f} h{beyond}")
-    return lines + [prediction_summary(own)]
+    return lines + [prediction_summary(own), noise_summary(own)]
 
 
 def record_predictions() -> int:
@@ -393,6 +393,29 @@ def prediction_summary(own: list[dict]) -> str:
     text = f"predictions made before points ran, checked on {len(errors)}: {spread(errors)}"
     walls = list(prediction_errors(own, "predicted_wall_s").values())
     return text + (f"; wall time, checked on {len(walls)}: {spread(walls)}" if walls else "")
+
+
+def noise_summary(own: list[dict]) -> str:
+    """One line: how far the runs of one network lie from their network's median time per image (the
+    floor under any prediction's error), and the leave-one-network-out error of the cost model."""
+    import statistics
+
+    from effscale import costmodel
+
+    points = [p for pts in costmodel.samples(own).values() for p in pts]
+    spread = costmodel.repeat_spread(points)
+    if not spread:
+        return "timing noise: no network has run twice yet"
+    loo = [e for device, pts in costmodel.samples(own).items() for e in costmodel.leave_one_out(device, pts).values()]
+    text = (
+        f"timing noise: {len(spread)} runs of repeated networks lie {100 * min(spread):+.0f}% to "
+        f"{100 * max(spread):+.0f}% from their network's median time per image "
+        f"(median |deviation| {100 * statistics.median(abs(x) for x in spread):.0f}%)"
+    )
+    if loo:
+        error = statistics.median(abs(e) for e in loo)
+        text += f"; the cost model fitted on them, each network left out: median |error| {100 * error:.0f}%"
+    return text
 
 
 def reproduction_timings(finished: list[dict]) -> list[dict]:

@@ -84,6 +84,13 @@ def test_a_network_is_one_sample_the_median_of_its_runs():
     assert costmodel.fit(one_network) == {}  # five runs, one network: nothing to fit three coefficients on
 
 
+def test_repeat_spread_is_each_runs_distance_from_its_networks_median():
+    rows = [row(f"a_s{s}", 1e7, 1e5, t, network="a") for s, t in enumerate((0.010, 0.012, 0.015))]
+    rows += [row("b", 2e7, 2e5, 0.02, network="b")]  # run once: no spread to measure
+    (points,) = costmodel.samples(rows).values()
+    assert sorted(costmodel.repeat_spread(points)) == pytest.approx([0.010 / 0.012 - 1, 0.0, 0.015 / 0.012 - 1])
+
+
 def test_overhead_is_the_median_share_of_wall_time_beyond_training():
     # 100 steps of 64 images at 0.01 s per image: 64 s of training.
     runs = [

@@ -164,6 +164,31 @@ def test_predictions_made_before_points_ran_are_checked_against_what_they_measur
     assert pm.prediction_errors([row("a")], "predicted_wall_s") == {}  # g/a's wall time was not predicted
 
 
+def test_noise_summary_reports_how_far_repeats_of_a_network_disagree():
+    def run(point, network, macs, acts, seconds):
+        return {
+            "point": point,
+            "network": network,
+            "status": "done",
+            "macs": macs,
+            "activations": acts,
+            "train_images_per_sec": 1.0 / seconds,
+            "device_kind": "cpu",
+            "device_count": 1,
+        }
+
+    assert pm.noise_summary([run("a", "a", 1e7, 1e5, 0.01)]) == "timing noise: no network has run twice yet"
+    # Four networks on k1 * MACs + k2 * activations + c exactly (medians); network a's seeds at 0.8x, 1x, 1.5x.
+    exact = lambda m, a: 1e-9 * m + 1e-8 * a + 1e-3  # noqa: E731
+    counts = [(1e7, 1e5), (2e7, 3e5), (3e7, 1e5), (5e7, 6e5)]
+    rows = [run(f"a_s{s}", "a", *counts[0], f * exact(*counts[0])) for s, f in enumerate((0.8, 1.0, 1.5))]
+    rows += [run(f"n{k}", f"n{k}", m, a, exact(m, a)) for k, (m, a) in enumerate(counts[1:], 1)]
+    assert pm.noise_summary(rows) == (
+        "timing noise: 3 runs of repeated networks lie -20% to +50% from their network's median time per image "
+        "(median |deviation| 20%); the cost model fitted on them, each network left out: median |error| 0%"
+    )
+
+
 # ----------------------------------------------------------------------------- the runner's git and signals
 
 
