@@ -4,10 +4,12 @@ Multiply-adds alone do not predict speed (see the time_vs_macs figure): memory t
 grows with the activations, and a fixed cost per image (input pipeline, small kernels) matter
 too. The three coefficients are fitted by least squares on a sweep's finished points, from their
 measured train_images_per_sec (or step_time_s / batch_size), one fit per device: the device kind,
-with the device count when above 1 (eight chips train eight times the images of one). A fit
-needs MIN_POINTS points; its error on a point is measured leaving out the point's network (refit
-without every seed of it, predict it: a repeat of the same network would flatter the fit), which
-needs points of MIN_POINTS other networks.
+with the device count when above 1 (eight chips train eight times the images of one). Each
+network is one sample, the median time of its runs (seeds, repeats): a run slowed by something
+else on its machine then moves the fit only when most runs of its network were, and a network
+run three times does not weigh three times. A fit needs MIN_POINTS networks; its error on a run
+is measured leaving out the run's network (refit without every seed of it, predict it: a repeat
+of the same network would flatter the fit), which needs MIN_POINTS other networks.
 
 `--mode=status` uses it to predict each unfinished point's training time: the images it will
 train (train.num_steps x batch size, else epochs x the dataset's training examples, as the
@@ -25,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-MIN_POINTS = 3  # three coefficients
+MIN_POINTS = 3  # networks: three coefficients
 
 Row = Mapping[str, Any]
 
@@ -67,7 +69,7 @@ class Sample:
 
 @dataclasses.dataclass(frozen=True)
 class CostFit:
-    """seconds per image = k1 * MACs + k2 * activations + c on `device`, from `n` points."""
+    """seconds per image = k1 * MACs + k2 * activations + c on `device`, from `n` networks."""
 
     device: str
     k1: float
@@ -92,20 +94,30 @@ def samples(rows: Sequence[Row]) -> dict[str, list[Sample]]:
     return out
 
 
+def per_network(points: Sequence[Sample]) -> list[Sample]:
+    """One sample per network: its first run's counts and the median seconds of its runs."""
+    runs: dict[str, list[Sample]] = {}
+    for p in points:
+        runs.setdefault(p.network, []).append(p)
+    return [dataclasses.replace(r[0], seconds=float(np.median([p.seconds for p in r]))) for r in runs.values()]
+
+
 def fit_samples(device: str, points: Sequence[Sample]) -> CostFit | None:
-    """Least squares of seconds on (MACs, activations, 1); None with fewer than MIN_POINTS points."""
-    if len(points) < MIN_POINTS:
+    """Least squares of seconds on (MACs, activations, 1) over the networks' medians (`per_network`);
+    None with fewer than MIN_POINTS networks."""
+    networks = per_network(points)
+    if len(networks) < MIN_POINTS:
         return None
-    x = np.array([[p.macs, p.activations, 1.0] for p in points])
-    y = np.array([p.seconds for p in points])
+    x = np.array([[p.macs, p.activations, 1.0] for p in networks])
+    y = np.array([p.seconds for p in networks])
     scale = np.abs(x).max(axis=0)  # MACs ~1e7, activations ~1e6, 1: columns of one size condition the solve
     coef, *_ = np.linalg.lstsq(x / scale, y, rcond=None)
     k1, k2, c = (coef / scale).tolist()
-    return CostFit(device, k1, k2, c, len(points))
+    return CostFit(device, k1, k2, c, len(networks))
 
 
 def fit(rows: Sequence[Row]) -> dict[str, CostFit]:
-    """One CostFit per device with at least MIN_POINTS finished points."""
+    """One CostFit per device with finished points of at least MIN_POINTS networks."""
     fits = {device: fit_samples(device, pts) for device, pts in samples(rows).items()}
     return {device: f for device, f in fits.items() if f is not None}
 
@@ -114,7 +126,7 @@ def leave_one_out(device: str, points: Sequence[Sample]) -> dict[str, float]:
     """Per point: (predicted - measured) / measured seconds per image, the prediction fitted without its
     network (every seed of it: an unfinished network has none measured).
 
-    Empty where no network leaves MIN_POINTS points of the others to refit on.
+    Empty where no network leaves MIN_POINTS other networks to refit on.
     """
     out = {}
     for p in points:
@@ -123,6 +135,15 @@ def leave_one_out(device: str, points: Sequence[Sample]) -> dict[str, float]:
         if predicted is not None:
             out[p.point] = (predicted - p.seconds) / p.seconds
     return out
+
+
+def repeat_spread(points: Sequence[Sample]) -> list[float]:
+    """Per run of a network measured more than once: its seconds per image over its network's median,
+    minus 1. What the same network's runs disagree by is what no model of the counts can predict."""
+    runs: dict[str, list[float]] = {}
+    for p in points:
+        runs.setdefault(p.network, []).append(p.seconds)
+    return [t / float(np.median(ts)) - 1.0 for ts in runs.values() if len(ts) > 1 for t in ts]
 
 
 def training_seconds(row: Row) -> float | None:
@@ -166,7 +187,7 @@ def annotate(
 ) -> list[dict[str, Any]]:
     """`status_rows` with the cost model's columns: 'predicted_s' (an unfinished point's training time),
     'predicted_wall_s' (that plus the finished points' `overhead`, where measured), 'cost_error' (a
-    finished point's leave-one-network-out error) and 'cost_basis' (the device and point count of
+    finished point's leave-one-network-out error) and 'cost_basis' (the device and network count of
     the fit used, on unfinished rows). `finished`: the sweep's table rows (results.point_row);
     `trains`, `datasets`: each status row's train config block and dataset name.
     """
@@ -189,7 +210,7 @@ def annotate(
             if row["predicted_s"] is not None and extra is not None:
                 row["predicted_wall_s"] = row["predicted_s"] * (1.0 + extra)
                 row["cost_overhead"] = extra
-            row["cost_basis"] = f"{device}, {fits[device].n} points"
+            row["cost_basis"] = f"{device}, {fits[device].n} networks"
         out.append(row)
     return out
 

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -290,18 +291,17 @@ def run(
     waits included): the sweep then ends with SweepStopped before its next point.
     """
     workdir = storage.path(workdir, "--workdir")
+    name, expanded = sweep_name(config), expand(config)
+    index = {p.name: k for k, (p, _) in enumerate(expanded)}
 
     def check_stop() -> None:
         signum = stop_requested()
         if signum is not None:
             from effscale.training.errors import SweepStopped
 
-            log(f"sweep {sweep_name(config)}: stop requested; the points left run on the next call")
+            log(f"sweep {name}: stop requested; the points left run on the next call")
             raise SweepStopped(signum, os.fspath(workdir))
 
-    name = sweep_name(config)
-    expanded = expand(config)
-    index = {p.name: k for k, (p, _) in enumerate(expanded)}
     if claim:
         from effscale import claims
 
@@ -324,32 +324,51 @@ def run(
     try:  # closing `todo` releases a claim held when a stop or an interrupt ends the loop
         for p, cfg in todo:
             check_stop()
-            pdir = workdir / p.name
-            if agree(_finished(pdir, is_main, log)):
-                outcomes[p.name] = "skipped"
-                log(f"  {p.name}: done, skipped")
-                continue
-            record = describe_point(name, p, cfg, index[p.name])
-            previous = results.read_json(pdir / ERROR_FILE) or {}
-            problem = _write_point(pdir, record) if is_main else None
-            # A point that cannot resume safely is recorded like any failure; other processes follow.
-            if agree(problem is not None):
-                outcomes[p.name] = "failed"
-                if is_main:
-                    _record_failure(pdir, previous, "PointChanged", problem or "", "")
-                log(f"  {p.name}: FAILED: {problem}")
-                continue
-            macs = si(record["describe"].get("macs"))
-            log(f"  {p.name}: {results.point_state(pdir)}, running ({p.strategy}, {macs} MACs)")
-            outcomes[p.name] = _run_point(cfg, pdir, run_fn, previous, is_main, log, stop_on)
+            describe = functools.partial(describe_point, name, p, cfg, index[p.name])
+            outcomes[p.name] = _visit(p, cfg, describe, workdir / p.name, run_fn, is_main, agree, log, stop_on)
     finally:
         todo.close()
+    _log_outcomes(name, outcomes, log)
+    return outcomes
+
+
+def _visit(
+    p: Point,
+    cfg: ml_collections.ConfigDict,
+    describe: Callable[[], dict[str, Any]],
+    pdir: Path,
+    run_fn: RunFn,
+    is_main: bool,
+    agree: Callable[[bool], bool],
+    log: Callable[[str], None],
+    stop_on: tuple[type[BaseException], ...],
+) -> str:
+    """One point of the sweep: skipped when finished, failed when it cannot resume safely, else run;
+    `describe()` is its point.json record (built only for a point that runs)."""
+    if agree(_finished(pdir, is_main, log)):
+        log(f"  {p.name}: done, skipped")
+        return "skipped"
+    record = describe()
+    previous = results.read_json(pdir / ERROR_FILE) or {}
+    problem = _write_point(pdir, record) if is_main else None
+    # A point that cannot resume safely is recorded like any failure; other processes follow.
+    if agree(problem is not None):
+        if is_main:
+            _record_failure(pdir, previous, "PointChanged", problem or "", "")
+        log(f"  {p.name}: FAILED: {problem}")
+        return "failed"
+    macs = si(record["describe"].get("macs"))
+    log(f"  {p.name}: {results.point_state(pdir)}, running ({p.strategy}, {macs} MACs)")
+    return _run_point(cfg, pdir, run_fn, previous, is_main, log, stop_on)
+
+
+def _log_outcomes(name: str, outcomes: Mapping[str, str], log: Callable[[str], None]) -> None:
+    """The sweep's last line: how many points are done, which failed, which another process holds."""
     failed = sorted(n for n, o in outcomes.items() if o == "failed")
     held = sorted(n for n, o in outcomes.items() if o == "held")
     done = sum(o in ("done", "skipped") for o in outcomes.values())
     elsewhere = f", held elsewhere {held}" if held else ""
     log(f"sweep {name}: {done} done, {len(failed)} failed {failed or ''}{elsewhere}")
-    return outcomes
 
 
 def _nap(seconds: float, check: Callable[[], None]) -> None:
@@ -552,7 +571,7 @@ def _cost_summary(rows: Sequence[Mapping[str, Any]]) -> str:
     if not todo:
         return "time: leave-one-network-out error of the cost model's prediction (seconds per image)"
     if basis is None:
-        return f"time: no prediction yet (the cost model needs {costmodel.MIN_POINTS} finished points with timings)"
+        return f"time: no prediction yet (the cost model needs timed points of {costmodel.MIN_POINTS} networks)"
     known = [r for r in todo if r.get("predicted_s") is not None]
     train = sum(r["predicted_s"] for r in known)
     spent = sum(r.get("wall_time_s") or 0.0 for r in rows if r["state"] == "done")

@@ -51,6 +51,7 @@ STOP_GRACE_S = 600.0  # how long a stopped point may take to save
 PREDICTIONS = "predictions.jsonl"  # under SWEEPS: the cost model's predictions, made as each chunk starts
 COMMIT_TRIES = 15  # polls in a row whose commit failed before the chunk stops (~5 minutes)
 REPRODUCTION_CPUS = 2  # the committed reproduction's timings were taken on this project's 2-core machines
+OWN_SPAN = 4.0  # max / min MACs of the experiments' own finished points beyond which the reproduction's are dropped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -312,7 +313,7 @@ def plan() -> list[str]:
         if not predicted:
             guess = "none"
         elif not any(predicted):
-            guess = f"no prediction yet (the cost model needs {costmodel.MIN_POINTS} finished points)"
+            guess = f"no prediction yet (the cost model needs finished points of {costmodel.MIN_POINTS} networks)"
         else:
             guess = f"{known / 3600:.1f} h" + ("" if all(predicted) else " and more (some points unpredicted)")
         lines.append(f"{e.name:<18} {done:>3} of {len(rows):>3} runs finished; training left: {guess}")
@@ -322,7 +323,7 @@ def plan() -> list[str]:
     extra = costmodel.overhead(own)
     beyond = "" if extra is None else f" (plus ~{100 * extra:.0f}% for compilation and evaluation, as measured so far)"
     lines.append(f"finished runs' wall time {spent / 3600:.2f} h; predicted training left {left / 3600:.1f} h{beyond}")
-    return lines + [prediction_summary(own)]
+    return lines + [prediction_summary(own), noise_summary(own)]
 
 
 def record_predictions() -> int:
@@ -394,17 +395,44 @@ def prediction_summary(own: list[dict]) -> str:
     return text + (f"; wall time, checked on {len(walls)}: {spread(walls)}" if walls else "")
 
 
+def noise_summary(own: list[dict]) -> str:
+    """One line: how far the runs of one network lie from their network's median time per image (the
+    floor under any prediction's error), and the leave-one-network-out error of the cost model."""
+    import statistics
+
+    from effscale import costmodel
+
+    points = [p for pts in costmodel.samples(own).values() for p in pts]
+    spread = costmodel.repeat_spread(points)
+    if not spread:
+        return "timing noise: no network has run twice yet"
+    loo = [e for device, pts in costmodel.samples(own).items() for e in costmodel.leave_one_out(device, pts).values()]
+    text = (
+        f"timing noise: {len(spread)} runs of repeated networks lie {100 * min(spread):+.0f}% to "
+        f"{100 * max(spread):+.0f}% from their network's median time per image "
+        f"(median |deviation| {100 * statistics.median(abs(x) for x in spread):.0f}%)"
+    )
+    if loo:
+        error = statistics.median(abs(e) for e in loo)
+        text += f"; the cost model fitted on them, each network left out: median |error| {100 * error:.0f}%"
+    return text
+
+
 def reproduction_timings(finished: list[dict]) -> list[dict]:
     """The committed reproduction's nine points (8.5M to 56M MACs) as cost-model samples.
 
     A grid solved to equal MACs cannot tell the MACs coefficient from the constant; these points,
     measured on this project's 2-core CPU before records named their device (README, "What the
-    sweeps show here"), span a range of MACs. Used only while the experiments' own points all ran
-    on one CPU device and every chunk so far (experiments/sweeps/chunks.jsonl) on a machine with
-    as many cores: a CPU of another size would be fitted with another machine's times.
+    sweeps show here"), span a range of MACs. Used only until the experiments' own points span
+    OWN_SPAN in MACs (then their own times, taken with today's code, fit better), and only while
+    they all ran on one CPU device and every chunk so far (experiments/sweeps/chunks.jsonl) on a
+    machine with as many cores: a CPU of another size would be fitted with another machine's times.
     """
     import json
 
+    macs = [float(r["macs"]) for r in finished if r.get("macs")]
+    if macs and max(macs) >= OWN_SPAN * min(macs):
+        return []
     kinds = {(r.get("device_kind"), r.get("device_count")) for r in finished}
     table = RESULTS.parent / "scaling.jsonl"
     chunks = SWEEPS / "chunks.jsonl"

@@ -69,6 +69,28 @@ def test_leave_one_out_leaves_out_every_seed_of_the_network():
     assert errors["p3"] == pytest.approx(1 / 1.25 - 1) and errors["p3_s1"] == pytest.approx(1 / 1.25 - 1)
 
 
+def test_a_network_is_one_sample_the_median_of_its_runs():
+    # Three seeds of each network; one seed of p1 ran 2x slow (a neighbour on its machine): the median
+    # of its three is exact, so the fit is too. Seeds of one network are one point of the fit.
+    rows = []
+    for k, (m, a) in enumerate(COUNTS[:3]):
+        for s in range(3):
+            slow = 2.0 if (k, s) == (1, 2) else 1.0
+            rows.append(row(f"p{k}_s{s}", m, a, slow * truth(m, a), network=f"p{k}"))
+    (fit,) = costmodel.fit(rows).values()
+    assert fit.n == 3
+    assert (fit.k1, fit.k2, fit.c) == pytest.approx((K1, K2, C), rel=1e-6)
+    one_network = [row(f"p_s{s}", *COUNTS[0], truth(*COUNTS[0]) * (1 + s / 10), network="p") for s in range(5)]
+    assert costmodel.fit(one_network) == {}  # five runs, one network: nothing to fit three coefficients on
+
+
+def test_repeat_spread_is_each_runs_distance_from_its_networks_median():
+    rows = [row(f"a_s{s}", 1e7, 1e5, t, network="a") for s, t in enumerate((0.010, 0.012, 0.015))]
+    rows += [row("b", 2e7, 2e5, 0.02, network="b")]  # run once: no spread to measure
+    (points,) = costmodel.samples(rows).values()
+    assert sorted(costmodel.repeat_spread(points)) == pytest.approx([0.010 / 0.012 - 1, 0.0, 0.015 / 0.012 - 1])
+
+
 def test_overhead_is_the_median_share_of_wall_time_beyond_training():
     # 100 steps of 64 images at 0.01 s per image: 64 s of training.
     runs = [
@@ -130,7 +152,7 @@ def test_status_predicts_the_unfinished_points_and_scores_the_finished(tmp_path)
     c.sweep = sweep.block("tiny", [sweep.point(f"w{k}", "width", {"model.width": 1.0 + k / 4}) for k in range(6)])
     expanded = sweep.expand(c)
     text = sweep.format_status(sweep.status(c, tmp_path))
-    assert "no prediction yet (the cost model needs 3 finished points with timings)" in text
+    assert "no prediction yet (the cost model needs timed points of 3 networks)" in text
     for (p, cfg), (m, a) in zip(expanded[:4], COUNTS, strict=False):
         _write_point(tmp_path, p, cfg, m, a, truth(m, a))
     rows = {r["point"]: r for r in sweep.status(c, tmp_path)}
@@ -139,13 +161,13 @@ def test_status_predicts_the_unfinished_points_and_scores_the_finished(tmp_path)
         desc = sweep.describe_model(configs[name].model)
         images = 2.0 * 859 * 64  # epochs x the training examples the finished runs saw
         assert rows[name]["predicted_s"] == pytest.approx(images * truth(desc["macs"], desc["activations"]), rel=1e-6)
-        assert rows[name]["cost_basis"] == "cpu, 4 points"
+        assert rows[name]["cost_basis"] == "cpu, 4 networks"
         assert rows[name]["predicted_wall_s"] == pytest.approx(1.3 * rows[name]["predicted_s"])
     assert all(abs(rows[f"w{k}"]["cost_error"]) < 1e-6 for k in range(4))  # exact data: no error
     text = sweep.format_status(list(rows.values()), "tiny")
     total = rows["w4"]["predicted_s"] + rows["w5"]["predicted_s"]
     assert f"predicted wall time {costmodel.duration(1.3 * total)} for 2 of 2 unfinished points" in text
-    assert f"(training {costmodel.duration(total)} by the cost model on cpu, 4 points, plus 30% for" in text
+    assert f"(training {costmodel.duration(total)} by the cost model on cpu, 4 networks, plus 30% for" in text
     spent = sum(1.3 * 50 * 64 * truth(m, a) for m, a in COUNTS[:4])
     assert f"sweep total {costmodel.duration(1.3 * total + spent)};" in text
     assert f"finished points' wall time {costmodel.duration(spent)}" in text

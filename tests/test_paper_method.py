@@ -111,7 +111,7 @@ def _chunks(directory: Path, *cpus: int) -> None:
     (directory / "chunks.jsonl").write_text("".join(json.dumps({"hours": 1.0, "cpus": n}) + "\n" for n in cpus))
 
 
-def test_the_reproductions_timings_seed_the_cost_model_only_on_the_same_device(tmp_path, monkeypatch):
+def test_reproduction_timings_seed_the_cost_model_on_the_same_device_until_own_points_span_macs(tmp_path, monkeypatch):
     monkeypatch.setattr(pm, "SWEEPS", tmp_path)
     _chunks(tmp_path, 2, 2)
     cpu = [{"device_kind": "cpu", "device_count": 1}]
@@ -122,6 +122,11 @@ def test_the_reproductions_timings_seed_the_cost_model_only_on_the_same_device(t
     assert pm.reproduction_timings([*cpu, {"device_kind": "TPU v4", "device_count": 8}]) == []
     _chunks(tmp_path, 2, 8)  # a chunk ran on a machine of another size: its CPU is not the reproduction's
     assert pm.reproduction_timings(cpu) == []
+    _chunks(tmp_path, 2, 2)
+    narrow = [dict(cpu[0], macs=m) for m in (3.4e7, 3.4e7, 8.5e6 * 3.9)]
+    assert len(pm.reproduction_timings(narrow)) == 9
+    wide = [*narrow, dict(cpu[0], macs=8.5e6)]  # own points from 8.5M to 34M MACs: 4x, enough to fit on
+    assert pm.reproduction_timings(wide) == []
 
 
 def test_predictions_made_before_points_ran_are_checked_against_what_they_measured(tmp_path, monkeypatch):
@@ -157,6 +162,31 @@ def test_predictions_made_before_points_ran_are_checked_against_what_they_measur
         "wall time, checked on 1: median error +30% (from +30% to +30%)"
     )
     assert pm.prediction_errors([row("a")], "predicted_wall_s") == {}  # g/a's wall time was not predicted
+
+
+def test_noise_summary_reports_how_far_repeats_of_a_network_disagree():
+    def run(point, network, macs, acts, seconds):
+        return {
+            "point": point,
+            "network": network,
+            "status": "done",
+            "macs": macs,
+            "activations": acts,
+            "train_images_per_sec": 1.0 / seconds,
+            "device_kind": "cpu",
+            "device_count": 1,
+        }
+
+    assert pm.noise_summary([run("a", "a", 1e7, 1e5, 0.01)]) == "timing noise: no network has run twice yet"
+    # Four networks on k1 * MACs + k2 * activations + c exactly (medians); network a's seeds at 0.8x, 1x, 1.5x.
+    exact = lambda m, a: 1e-9 * m + 1e-8 * a + 1e-3  # noqa: E731
+    counts = [(1e7, 1e5), (2e7, 3e5), (3e7, 1e5), (5e7, 6e5)]
+    rows = [run(f"a_s{s}", "a", *counts[0], f * exact(*counts[0])) for s, f in enumerate((0.8, 1.0, 1.5))]
+    rows += [run(f"n{k}", f"n{k}", m, a, exact(m, a)) for k, (m, a) in enumerate(counts[1:], 1)]
+    assert pm.noise_summary(rows) == (
+        "timing noise: 3 runs of repeated networks lie -20% to +50% from their network's median time per image "
+        "(median |deviation| 20%); the cost model fitted on them, each network left out: median |error| 0%"
+    )
 
 
 # ----------------------------------------------------------------------------- the runner's git and signals
