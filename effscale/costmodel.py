@@ -94,12 +94,17 @@ def samples(rows: Sequence[Row]) -> dict[str, list[Sample]]:
     return out
 
 
-def per_network(points: Sequence[Sample]) -> list[Sample]:
-    """One sample per network: its first run's counts and the median seconds of its runs."""
+def _by_network(points: Sequence[Sample]) -> list[list[Sample]]:
+    """The runs of each network, in the order the networks first appear."""
     runs: dict[str, list[Sample]] = {}
     for p in points:
         runs.setdefault(p.network, []).append(p)
-    return [dataclasses.replace(r[0], seconds=float(np.median([p.seconds for p in r]))) for r in runs.values()]
+    return list(runs.values())
+
+
+def per_network(points: Sequence[Sample]) -> list[Sample]:
+    """One sample per network: its first run's counts and the median seconds of its runs."""
+    return [dataclasses.replace(r[0], seconds=float(np.median([p.seconds for p in r]))) for r in _by_network(points)]
 
 
 def fit_samples(device: str, points: Sequence[Sample]) -> CostFit | None:
@@ -140,10 +145,11 @@ def leave_one_out(device: str, points: Sequence[Sample]) -> dict[str, float]:
 def repeat_spread(points: Sequence[Sample]) -> list[float]:
     """Per run of a network measured more than once: its seconds per image over its network's median,
     minus 1. What the same network's runs disagree by is what no model of the counts can predict."""
-    runs: dict[str, list[float]] = {}
-    for p in points:
-        runs.setdefault(p.network, []).append(p.seconds)
-    return [t / float(np.median(ts)) - 1.0 for ts in runs.values() if len(ts) > 1 for t in ts]
+    spread = []
+    for runs in _by_network(points):
+        median = float(np.median([p.seconds for p in runs]))
+        spread += [p.seconds / median - 1.0 for p in runs] if len(runs) > 1 else []
+    return spread
 
 
 def training_seconds(row: Row) -> float | None:

@@ -393,18 +393,11 @@ def abg_ranking(rows: Sequence[Row], title: str = "") -> Figure:
     best first, with MACs; candidates that solved to the same network share one bar."""
     shown = accuracy_key(rows)
     key = results.selection_key(rows, shown) or shown
-    means: list[Mean] = []
-    labels: list[str] = []
-    seen: dict[Any, int] = {}
-    for m in sorted(point_means(finished(rows, key), X_AXES["macs"][1], key), key=lambda m: -m.top1):
-        name = str(m.row.get("network") or m.row.get("point", "")).removeprefix("abg-")
-        same = results.architecture(m.row)
-        if same is not None and same in seen:
-            labels[seen[same]] += f" = {name}"
-            continue
-        seen[same or len(means)] = len(means)
-        means.append(m)
-        labels.append(name)
+    ranked = sorted(point_means(finished(rows, key), X_AXES["macs"][1], key), key=lambda m: -m.top1)
+    groups = results.identical_groups(ranked, lambda m: m.row)
+    means = [group[0] for group in groups]
+    name = lambda m: str(m.row.get("network") or m.row.get("point", "")).removeprefix("abg-")  # noqa: E731
+    labels = [" = ".join(name(m) for m in group) for group in groups]
     fig = Figure(figsize=(6.4, 1.2 + 0.28 * max(1, len(means))), layout="constrained")
     ax = fig.add_subplot()
     values = [m.top1 for m in means]

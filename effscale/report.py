@@ -352,12 +352,9 @@ def merge_identical(
 ) -> tuple[dict[Coefficients, list[Network]], dict[Coefficients, list[Coefficients]]]:
     """Candidates whose networks are the same (`results.architecture`) as one: kept under the paper's
     coefficients where they are among them, else the first; with, for each kept one, the others."""
-    groups: dict[Any, list[Coefficients]] = {}
-    for k, (abg, nets) in enumerate(by_abg.items()):
-        groups.setdefault(results.architecture(nets[0].row) or k, []).append(abg)
     kept: dict[Coefficients, list[Network]] = {}
     aliases: dict[Coefficients, list[Coefficients]] = {}
-    for members in groups.values():
+    for members in results.identical_groups(list(by_abg), lambda abg: by_abg[abg][0].row):
         first = min(members, key=lambda a: (a != PAPER_COEFFICIENTS, members.index(a)))
         kept[first] = by_abg[first]
         aliases[first] = [a for a in members if a != first]

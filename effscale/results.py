@@ -29,9 +29,9 @@ import math
 import os
 import statistics
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from effscale import record, stats, storage
 
@@ -308,6 +308,8 @@ def accuracy_key(rows: Sequence[Mapping[str, Any]]) -> str:
     return "top1"
 
 
+T = TypeVar("T")
+
 # Validation columns that may choose among networks in place of an accuracy column, best first.
 SELECTION_KEYS = {"ema_top1": ("val_top1_ema", "val_top1"), "top1": ("val_top1",)}
 
@@ -330,6 +332,15 @@ def architecture(row: Mapping[str, Any]) -> tuple[float, ...] | None:
     None when a row lacks one."""
     values = tuple(_number(row.get(k)) for k in ARCHITECTURE)
     return None if None in values else values  # type: ignore[return-value]
+
+
+def identical_groups(items: Sequence[T], row_of: Callable[[T], Mapping[str, Any]]) -> list[list[T]]:
+    """`items` grouped by the network their rows describe (`architecture`), in the order the groups first
+    appear; an item whose row lacks a count of `ARCHITECTURE` stands alone."""
+    groups: dict[Any, list[T]] = {}
+    for k, item in enumerate(items):
+        groups.setdefault(architecture(row_of(item)) or k, []).append(item)
+    return list(groups.values())
 
 
 def _number(v: Any) -> float | None:

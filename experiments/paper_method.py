@@ -402,11 +402,11 @@ def noise_summary(own: list[dict]) -> str:
 
     from effscale import costmodel
 
-    points = [p for pts in costmodel.samples(own).values() for p in pts]
-    spread = costmodel.repeat_spread(points)
+    by_device = costmodel.samples(own)
+    spread = [x for pts in by_device.values() for x in costmodel.repeat_spread(pts)]
     if not spread:
         return "timing noise: no network has run twice yet"
-    loo = [e for device, pts in costmodel.samples(own).items() for e in costmodel.leave_one_out(device, pts).values()]
+    loo = [e for device, pts in by_device.items() for e in costmodel.leave_one_out(device, pts).values()]
     text = (
         f"timing noise: {len(spread)} runs of repeated networks lie {100 * min(spread):+.0f}% to "
         f"{100 * max(spread):+.0f}% from their network's median time per image "
