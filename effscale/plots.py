@@ -29,6 +29,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -426,13 +427,17 @@ def abg_ranking(rows: Sequence[Row], title: str = "") -> Figure:
 
 
 def save(fig: Figure, directory: str | Path, name: str, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
-    """Writes `fig` as directory/name.<format> for each format; returns the paths."""
+    """Writes `fig` as directory/name.<format> for each format; returns the paths.
+
+    The same figure gives the same bytes (no date, clip ids salted by the name), so regenerating
+    committed figures from unchanged records changes no file."""
     directory = storage.path(directory, "figures directory")
     paths = []
     for fmt in formats:
         path = directory / f"{name}.{fmt}"
         buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, dpi=130 if fmt == "png" else None)
+        with matplotlib.rc_context({"svg.hashsalt": name}):
+            fig.savefig(buf, format=fmt, dpi=130 if fmt == "png" else None, metadata={"Date": None})
         storage.write_atomic(path, buf.getvalue())
         paths.append(path)
     return paths

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib.container import BarContainer, ErrorbarContainer
+from matplotlib.figure import Figure
 
 from effscale import fit, plots, results
 
@@ -337,3 +338,13 @@ def test_a_base_point_starts_every_line():
     width, depth = data_lines(figs["top1_vs_macs"].axes[0])
     assert (list(width.get_xdata()), list(width.get_ydata())) == ([1e6, 4e6], pytest.approx([80.0, 82.0]))
     assert (list(depth.get_xdata()), list(depth.get_ydata())) == ([1e6, 2e6], pytest.approx([80.0, 81.0]))
+
+
+def test_saving_a_figure_twice_writes_the_same_bytes(tmp_path):
+    # Regenerating committed figures from unchanged records must not change a file (no date, stable clip ids).
+    fig = Figure()
+    fig.add_subplot().plot([1, 2, 3], [3, 1, 2])
+    first = {p.name: p.read_bytes() for p in plots.save(fig, tmp_path / "a", "fig")}
+    second = {p.name: p.read_bytes() for p in plots.save(fig, tmp_path / "b", "fig")}
+    assert set(first) == {"fig.png", "fig.svg"} and first == second
+    assert b"<dc:date>" not in first["fig.svg"]
