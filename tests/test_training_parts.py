@@ -142,6 +142,20 @@ def test_clock_leaves_out_the_warm_up_when_it_can():
     assert clock.step_time == 1.0
 
 
+def test_pace_of_a_run_resumed_near_its_end_is_the_earlier_segments():
+    before = {"step_time_s": 0.9, "input_wait": 0.05}  # the stopped segment's last train event
+    short = progress.Clock()
+    short.add(16.5, 8, first=True, waited=4.0)  # 8 steps after a resume: warm-up only, 2.06 s a step
+    assert progress.pace(short, before) == (0.9, 0.05)
+    assert progress.pace(short, None) == (16.5 / 8, 4.0 / 16.5)
+    assert progress.pace(short, {"step_time_s": math.nan}) == (16.5 / 8, 4.0 / 16.5)
+    long = progress.Clock()
+    long.add(16.5, 8, first=True)
+    long.add(50.0, 50, first=False, waited=5.0)  # a steady interval of its own outranks the earlier pace
+    assert progress.pace(long, before) == (1.0, 0.1)
+    assert progress.pace(progress.Clock(), before) == (0.9, 0.05)  # resumed at its very end: no interval
+
+
 def test_clock_input_wait_is_the_blocked_share_of_the_wall_time():
     clock = progress.Clock()
     assert clock.input_wait is None

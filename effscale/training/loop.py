@@ -299,6 +299,7 @@ def _finish(run: _Run, loop: _Loop, wall_time: float) -> record.RunRecord:
     held_out = last.split == evaluation.VALIDATION
     test = run_eval(run.setup, run.eval_fn, loop.state, evaluation.TEST) if held_out else last
     best_step, best = evaluation.best_of(loop.evals)
+    step_time, input_wait = progress.pace(loop.clock, run.logged)
     # Without validation the best is chosen on the test split itself: best_eval_top1 keeps that old meaning.
     test_best = None
     if held_out:
@@ -313,8 +314,8 @@ def _finish(run: _Run, loop: _Loop, wall_time: float) -> record.RunRecord:
         best_val=(best_step, best.best_top1) if held_out else None,
         test_top1_best=test_best,
         train=loop.train_metrics or run.logged,
-        step_time_s=loop.clock.step_time or (run.logged or {}).get("step_time_s"),
-        input_wait=loop.clock.input_wait if loop.clock.step_time else (run.logged or {}).get("input_wait"),
+        step_time_s=step_time,
+        input_wait=input_wait,
         resumed_from_step=run.start_step,
         compile_time_s=loop.compile_time,
         compile_cache_hits=loop.cache_hits,

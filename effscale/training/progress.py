@@ -112,6 +112,11 @@ class Clock:
         return seconds / steps if steps else None
 
     @property
+    def steady(self) -> bool:
+        """Whether the step time leaves out the warm-up: some interval after the first was timed."""
+        return self.steps > 0
+
+    @property
     def input_wait(self) -> float | None:
         """The fraction of the train loop's wall time spent waiting for the input pipeline.
 
@@ -120,6 +125,19 @@ class Clock:
         """
         seconds, steps, waited = self._totals()
         return min(1.0, waited / seconds) if steps and seconds > 0 else None
+
+
+def pace(clock: Clock, logged: Mapping[str, Any] | None) -> tuple[float | None, float | None]:
+    """The step time and input wait a run's record keeps: this segment's steady pace, else the last pace
+    the segment before a resume logged, else this segment's warm-up interval.
+
+    A run resumed less than two log intervals before its end timed only its warm-up (restoring,
+    compiling's stragglers, filling the input pipeline): kept, it would read as a run 2x slower.
+    """
+    earlier = (logged or {}).get("step_time_s")
+    if clock.steady or not isinstance(earlier, int | float) or not math.isfinite(earlier) or earlier <= 0:
+        return clock.step_time, clock.input_wait
+    return float(earlier), (logged or {}).get("input_wait")
 
 
 def duration(seconds: float) -> str:
