@@ -15,7 +15,8 @@ of the same network would flatter the fit), which needs MIN_POINTS other network
 train (train.num_steps x batch size, else epochs x the dataset's training examples, as the
 finished points measured them) times the predicted seconds per image. Its wall time adds what
 compilation and evaluation cost the finished points: their median share of wall time beyond
-training (`overhead`).
+training (`overhead`). A chunk of experiments/paper_method.py first times a short run of B0 and
+scales its predictions by that machine's `machine_speed`.
 """
 
 from __future__ import annotations
@@ -152,6 +153,32 @@ def repeat_spread(points: Sequence[Sample]) -> list[float]:
     return spread
 
 
+def machine_speed(rows: Sequence[Row], probe: Row) -> float | None:
+    """How much slower than usual this machine trains: a probe run's measured seconds per image over the
+    median of the finished runs' of the same network (same MACs and activations, same device kind),
+    each measured on the machine it ran on. None where either is missing.
+
+    Machines of one device kind differ (2-core VMs have trained the same network 2x apart); a fit by
+    device kind cannot see which one a chunk got, and its predictions times this factor can.
+    """
+    mine, macs, acts, device = (
+        seconds_per_image(probe),
+        _num(probe.get("macs")),
+        _num(probe.get("activations")),
+        device_of(probe),
+    )
+    usual = [
+        secs
+        for r in rows
+        if r.get("status") == "done"
+        and _num(r.get("macs")) == macs
+        and _num(r.get("activations")) == acts
+        and device_of(r) == device
+        and (secs := seconds_per_image(r))
+    ]
+    return mine / float(np.median(usual)) if mine and macs and usual else None
+
+
 def training_seconds(row: Row) -> float | None:
     """A finished run's measured training seconds: the images it trained (steps x batch size) at its
     measured seconds per image."""
@@ -189,13 +216,18 @@ def images(train: Any, examples: int | None) -> float | None:
 
 
 def annotate(
-    status_rows: Sequence[Row], finished: Sequence[Row], trains: Sequence[Any], datasets: Sequence[str]
+    status_rows: Sequence[Row],
+    finished: Sequence[Row],
+    trains: Sequence[Any],
+    datasets: Sequence[str],
+    speed: float | None = None,
 ) -> list[dict[str, Any]]:
     """`status_rows` with the cost model's columns: 'predicted_s' (an unfinished point's training time),
     'predicted_wall_s' (that plus the finished points' `overhead`, where measured), 'cost_error' (a
     finished point's leave-one-network-out error) and 'cost_basis' (the device and network count of
     the fit used, on unfinished rows). `finished`: the sweep's table rows (results.point_row);
-    `trains`, `datasets`: each status row's train config block and dataset name.
+    `trains`, `datasets`: each status row's train config block and dataset name; `speed`: the
+    machine's `machine_speed`, which scales every prediction (None: a machine as fast as the fit's).
     """
     by_device = samples(finished)
     fits = {d: f for d, pts in by_device.items() if (f := fit_samples(d, pts)) is not None}
@@ -212,11 +244,11 @@ def annotate(
         elif device is not None:
             secs = fits[device].seconds_per_image(_num(row.get("macs")) or 0.0, _num(row.get("activations")) or 0.0)
             n_images = images(train, examples.get(dataset))
-            row["predicted_s"] = secs * n_images if secs and n_images else None
+            row["predicted_s"] = secs * n_images * (speed or 1.0) if secs and n_images else None
             if row["predicted_s"] is not None and extra is not None:
                 row["predicted_wall_s"] = row["predicted_s"] * (1.0 + extra)
                 row["cost_overhead"] = extra
-            row["cost_basis"] = f"{device}, {fits[device].n} networks"
+            row["cost_basis"] = f"{device}, {fits[device].n} networks" + (f", machine x{speed:.2f}" if speed else "")
         out.append(row)
     return out
 

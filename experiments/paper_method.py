@@ -19,8 +19,9 @@ points at 1 epoch, B0 at 32 px and the small recipe of configs/sweeps/base.py):
   multiply-adds in doublings, 3 seeds; `fig4`: width at two depths and two resolutions, 3 seeds.
 
 A chunk runs the experiments' sweeps one after another through launch.py (finished points are
-skipped, an interrupted one resumes from its checkpoint); at the deadline it sends SIGTERM, so the
-running point saves and stops. With --commit, each finished point's records (point.json,
+skipped, an interrupted one resumes from its checkpoint), after timing PROBE_STEPS of B0 on its
+machine to scale the cost model's predictions (costmodel.machine_speed); at the deadline it sends
+SIGTERM, so the running point saves and stops. With --commit, each finished point's records (point.json,
 fingerprint.json, result.json, metrics.jsonl; checkpoints are .gitignored) are committed to git as
 they land, so that a chunk on any machine continues where the last one stopped. --no-train writes
 experiments/results/method/: the table and grouped table of (a)-(d), the 1-vs-2-epoch ranking,
@@ -51,6 +52,13 @@ STOP_GRACE_S = 600.0  # how long a stopped point may take to save
 PREDICTIONS = "predictions.jsonl"  # under SWEEPS: the cost model's predictions, made as each chunk starts
 COMMIT_TRIES = 15  # polls in a row whose commit failed before the chunk stops (~5 minutes)
 REPRODUCTION_CPUS = 2  # the committed reproduction's timings were taken on this project's 2-core machines
+# B0 steps a chunk times first (~20 s of compiling, a few seconds of steps): how fast its machine is.
+PROBE_STEPS = 150
+PROBE_FLAGS = (
+    f"--config.train.num_steps={PROBE_STEPS}",
+    "--config.train.log_every_steps=25",
+    "--config.data.validation=none",
+)
 OWN_SPAN = 4.0  # max / min MACs of the experiments' own finished points beyond which the reproduction's are dropped
 
 
@@ -136,7 +144,8 @@ def run_chunk(hours: float, commit: bool) -> int:
         print(f"effscale: error: --commit: {problem}", file=sys.stderr)
         return 2
     deadline, started, code = Deadline(hours), time.time(), 0
-    print(f"paper_method: predicted the training time of {record_predictions()} unfinished runs", flush=True)
+    speed = machine_speed()
+    print(f"paper_method: predicted the training time of {record_predictions(speed)} unfinished runs", flush=True)
     previous = {sig: signal.signal(sig, deadline.now) for sig in (signal.SIGTERM, signal.SIGINT)}
     ran: set[str] = set()
     try:
@@ -153,7 +162,7 @@ def run_chunk(hours: float, commit: bool) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    _log_chunk(started, commit)
+    _log_chunk(started, commit, speed)
     return code
 
 
@@ -258,8 +267,9 @@ def commit_records() -> str | None:
     return problem
 
 
-def _log_chunk(started: float, commit: bool) -> None:
-    """Appends the chunk's wall time and machine to experiments/sweeps/chunks.jsonl (the machine-hours)."""
+def _log_chunk(started: float, commit: bool, speed: float | None) -> None:
+    """Appends the chunk's wall time and machine (its `machine_speed`) to experiments/sweeps/chunks.jsonl
+    (the machine-hours)."""
     import json
     import os
     import platform
@@ -269,6 +279,7 @@ def _log_chunk(started: float, commit: bool) -> None:
         "hours": round((time.time() - started) / 3600.0, 3),
         "host": platform.node(),
         "cpus": os.cpu_count(),
+        "speed": None if speed is None else round(speed, 3),
         "finished_points": sum(1 for _ in SWEEPS.glob("**/result.json")),
     }
     SWEEPS.mkdir(parents=True, exist_ok=True)
@@ -281,20 +292,60 @@ def _log_chunk(started: float, commit: bool) -> None:
 # ----------------------------------------------------------------------------- status and outputs
 
 
-def forecast() -> tuple[list[dict], list[tuple[Experiment, list[dict]]]]:
+def finished_rows(exps: list[Experiment]) -> list[dict]:
+    """The table rows of the experiments' finished runs."""
+    return [r for e in exps for r in rows_of(e) if r["status"] == "done"]
+
+
+def probe() -> dict | None:
+    """B0, the sweeps' base network, trained PROBE_STEPS steps in a scratch workdir on this machine now:
+    its table row, None where the run failed."""
+    import tempfile
+
+    from effscale import results
+
+    with tempfile.TemporaryDirectory(prefix="effscale-probe-") as workdir:
+        command = [sys.executable, "launch.py", "--config", "configs/sweeps/base.py", f"--workdir={workdir}"]
+        done = subprocess.run([*command, *PROBE_FLAGS], cwd=ROOT, capture_output=True, text=True)
+        row = results.point_row(workdir)
+    if done.returncode != 0 or row["status"] != "done":
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        print(f"paper_method: the machine probe failed (exit status {done.returncode}: {last})", flush=True)
+        return None
+    return row
+
+
+def machine_speed() -> float | None:
+    """This machine's costmodel.machine_speed: a B0 `probe` against the finished B0 runs; None (predict
+    for a usual machine) where either is missing."""
+    from effscale import costmodel
+
+    row = probe()
+    speed = costmodel.machine_speed(finished_rows(experiments(grid_pick())), row) if row else None
+    if speed is not None:
+        print(
+            f"paper_method: this machine trains B0 at {row['train_images_per_sec']:.0f} images/s, "
+            f"{speed:.2f}x the time per image of the finished B0 runs: predictions are scaled by it",
+            flush=True,
+        )
+    return speed
+
+
+def forecast(speed: float | None = None) -> tuple[list[dict], list[tuple[Experiment, list[dict]]]]:
     """The finished runs' table rows, and per experiment its status rows with the cost model's columns (one
-    model over every finished point of every experiment, on the device most of them ran on)."""
+    model over every finished point of every experiment, on the device most of them ran on, its
+    predictions times `speed`: costmodel.annotate)."""
     from effscale import costmodel, sweep
 
     exps = experiments(grid_pick())
-    own = [r for e in exps for r in rows_of(e) if r["status"] == "done"]
+    own = finished_rows(exps)
     finished = own + reproduction_timings(own)
     out = []
     for e in exps:
         cfg = config_of(e)
         expanded = sweep.expand(cfg)
         trains, datasets = [c.train for _, c in expanded], [str(c.data.name) for _, c in expanded]
-        out.append((e, costmodel.annotate(sweep.status(cfg, e.workdir), finished, trains, datasets)))
+        out.append((e, costmodel.annotate(sweep.status(cfg, e.workdir), finished, trains, datasets, speed)))
     return own, out
 
 
@@ -326,12 +377,12 @@ def plan() -> list[str]:
     return lines + [prediction_summary(own), noise_summary(own)]
 
 
-def record_predictions() -> int:
+def record_predictions(speed: float | None = None) -> int:
     """Appends the cost model's prediction for every unfinished point to PREDICTIONS (made before they run,
-    to be checked once they have); returns how many."""
+    to be checked once they have), scaled by the machine's `speed`; returns how many."""
     import json
 
-    _, annotated = forecast()
+    _, annotated = forecast(speed)
     made = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     lines = [
         json.dumps(
@@ -341,6 +392,7 @@ def record_predictions() -> int:
                 "predicted_s": round(r["predicted_s"], 1),
                 "predicted_wall_s": round(r["predicted_wall_s"], 1) if r.get("predicted_wall_s") else None,
                 "basis": r.get("cost_basis"),
+                "speed": None if speed is None else round(speed, 3),
                 "state": r["state"],  # a point already partly trained is not checked against it
             }
         )

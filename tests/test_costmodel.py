@@ -114,6 +114,28 @@ def test_one_fit_per_device_kind_and_count():
     assert costmodel.device_of(rows[-2]) == "H200 x8" and costmodel.device_of({"device_kind": None}) is None
 
 
+def test_machine_speed_is_a_probe_over_the_median_finished_run_of_its_network():
+    runs = [row(f"b0_s{k}", 1e7, 1e5, secs) for k, secs in enumerate((0.002, 0.004, 0.003))]  # median 0.003
+    runs += [row("wider", 2e7, 1e5, 0.1), row("b0_gpu", 1e7, 1e5, 1e-5, device="H200")]
+    runs.append({**row("b0_failed", 1e7, 1e5, 1.0), "status": "failed"})
+    probe = row("probe", 1e7, 1e5, 0.0015)
+    assert costmodel.machine_speed(runs, probe) == pytest.approx(0.5)
+    assert costmodel.machine_speed(runs, row("probe", 1e7, 1e5, 0.0015, device="TPU v5")) is None
+    assert costmodel.machine_speed(runs, row("probe", 3e7, 1e5, 0.0015)) is None  # no run of its network
+    assert costmodel.machine_speed(runs, {**probe, "train_images_per_sec": None}) is None
+
+
+def test_a_machine_speed_scales_every_prediction():
+    finished = [row(f"p{k}", m, a, truth(m, a), steps=10, batch_size=10) for k, (m, a) in enumerate(COUNTS)]
+    pending = [{"point": "new", "state": "pending", "macs": 4e7, "activations": 2e5}]
+    train = ml_collections.ConfigDict({"num_steps": 100, "batch_size": 64, "num_epochs": None})
+    usual = costmodel.annotate(pending, finished, [train], ["d"])[0]
+    assert usual["predicted_s"] == pytest.approx(6400 * truth(4e7, 2e5))
+    slow = costmodel.annotate(pending, finished, [train], ["d"], speed=1.5)[0]
+    assert slow["predicted_s"] == pytest.approx(1.5 * usual["predicted_s"])
+    assert slow["cost_basis"] == "cpu, 5 networks, machine x1.50" and usual["cost_basis"] == "cpu, 5 networks"
+
+
 def test_seconds_per_image_and_images_of_a_run():
     assert costmodel.seconds_per_image({"train_images_per_sec": 250.0}) == 0.004
     assert costmodel.seconds_per_image({"train_step_time_s": 0.32, "batch_size": 64}) == 0.005

@@ -164,6 +164,21 @@ def test_predictions_made_before_points_ran_are_checked_against_what_they_measur
     assert pm.prediction_errors([row("a")], "predicted_wall_s") == {}  # g/a's wall time was not predicted
 
 
+def test_a_failed_probe_leaves_the_predictions_for_a_usual_machine(monkeypatch, capsys):
+    failed = subprocess.CompletedProcess([], 2, "", "effscale: error: something is wrong\n")
+    monkeypatch.setattr(pm.subprocess, "run", lambda *a, **k: failed)
+    assert pm.probe() is None and pm.machine_speed() is None
+    assert "machine probe failed (exit status 2: effscale: error: something is wrong)" in capsys.readouterr().out
+
+
+def test_the_machine_speed_compares_the_probe_with_the_finished_b0_runs(monkeypatch, capsys):
+    b0 = {"status": "done", "macs": 8.5e6, "activations": 4e5, "device_kind": "cpu", "device_count": 1}
+    monkeypatch.setattr(pm, "finished_rows", lambda exps: [dict(b0, train_images_per_sec=v) for v in (500, 400, 600)])
+    monkeypatch.setattr(pm, "probe", lambda: dict(b0, train_images_per_sec=1000.0))
+    assert pm.machine_speed() == pytest.approx(0.5)
+    assert "trains B0 at 1000 images/s, 0.50x the time per image of the finished B0 runs" in capsys.readouterr().out
+
+
 def test_noise_summary_reports_how_far_repeats_of_a_network_disagree():
     def run(point, network, macs, acts, seconds):
         return {
