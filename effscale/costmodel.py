@@ -154,29 +154,19 @@ def repeat_spread(points: Sequence[Sample]) -> list[float]:
 
 
 def machine_speed(rows: Sequence[Row], probe: Row) -> float | None:
-    """How much slower than usual this machine trains: a probe run's measured seconds per image over the
-    median of the finished runs' of the same network (same MACs and activations, same device kind),
-    each measured on the machine it ran on. None where either is missing.
+    """How much slower than the fit this machine trains: a probe run's measured seconds per image over
+    what the fit on `rows` predicts for its network on its device kind. None where either is missing.
 
-    Machines of one device kind differ (2-core VMs have trained the same network 2x apart); a fit by
-    device kind cannot see which one a chunk got, and its predictions times this factor can.
+    Machines of one device kind differ (2-core VMs have trained the same network 2x apart) and a fit
+    pools whichever machines its runs had: its predictions times this factor are for this machine.
+    Taken against the fit rather than against earlier runs of the probe's network, the factor also
+    corrects the fit's own error near the probe, which earlier chunks' predictions showed to be large.
     """
-    mine, macs, acts, device = (
-        seconds_per_image(probe),
-        _num(probe.get("macs")),
-        _num(probe.get("activations")),
-        device_of(probe),
-    )
-    usual = [
-        secs
-        for r in rows
-        if r.get("status") == "done"
-        and _num(r.get("macs")) == macs
-        and _num(r.get("activations")) == acts
-        and device_of(r) == device
-        and (secs := seconds_per_image(r))
-    ]
-    return mine / float(np.median(usual)) if mine and macs and usual else None
+    mine, device = seconds_per_image(probe), device_of(probe)
+    model = fit(rows).get(device) if device else None
+    macs, acts = _num(probe.get("macs")), _num(probe.get("activations"))
+    usual = model.seconds_per_image(macs, acts) if model and macs and acts else None
+    return mine / usual if mine and usual else None
 
 
 def training_seconds(row: Row) -> float | None:

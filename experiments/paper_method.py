@@ -316,8 +316,8 @@ def probe() -> dict | None:
 
 
 def machine_speed() -> float | None:
-    """This machine's costmodel.machine_speed: a B0 `probe` against the finished B0 runs; None (predict
-    for a usual machine) where either is missing."""
+    """This machine's costmodel.machine_speed: a B0 `probe` against the cost model fitted on the finished
+    runs; None (predict for a usual machine) where either is missing."""
     from effscale import costmodel
 
     row = probe()
@@ -325,7 +325,7 @@ def machine_speed() -> float | None:
     if speed is not None:
         print(
             f"paper_method: this machine trains B0 at {row['train_images_per_sec']:.0f} images/s, "
-            f"{speed:.2f}x the time per image of the finished B0 runs: predictions are scaled by it",
+            f"{speed:.2f}x the time per image the cost model predicts for it: predictions are scaled by it",
             flush=True,
         )
     return speed

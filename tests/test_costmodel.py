@@ -114,14 +114,13 @@ def test_one_fit_per_device_kind_and_count():
     assert costmodel.device_of(rows[-2]) == "H200 x8" and costmodel.device_of({"device_kind": None}) is None
 
 
-def test_machine_speed_is_a_probe_over_the_median_finished_run_of_its_network():
-    runs = [row(f"b0_s{k}", 1e7, 1e5, secs) for k, secs in enumerate((0.002, 0.004, 0.003))]  # median 0.003
-    runs += [row("wider", 2e7, 1e5, 0.1), row("b0_gpu", 1e7, 1e5, 1e-5, device="H200")]
-    runs.append({**row("b0_failed", 1e7, 1e5, 1.0), "status": "failed"})
-    probe = row("probe", 1e7, 1e5, 0.0015)
-    assert costmodel.machine_speed(runs, probe) == pytest.approx(0.5)
-    assert costmodel.machine_speed(runs, row("probe", 1e7, 1e5, 0.0015, device="TPU v5")) is None
-    assert costmodel.machine_speed(runs, row("probe", 3e7, 1e5, 0.0015)) is None  # no run of its network
+def test_machine_speed_is_a_probe_over_what_the_fit_predicts_for_its_network():
+    runs = [row(f"p{k}", m, a, truth(m, a)) for k, (m, a) in enumerate(COUNTS)]
+    runs.append({**row("failed", 4e7, 2e5, 1.0), "status": "failed"})
+    probe = row("probe", 4e7, 2e5, 2 * truth(4e7, 2e5))  # a network no run had, on a machine twice as slow
+    assert costmodel.machine_speed(runs, probe) == pytest.approx(2.0)
+    assert costmodel.machine_speed(runs, row("probe", 4e7, 2e5, 0.01, device="TPU v5")) is None  # no fit there
+    assert costmodel.machine_speed(runs[:2], probe) is None  # two networks: no fit
     assert costmodel.machine_speed(runs, {**probe, "train_images_per_sec": None}) is None
 
 

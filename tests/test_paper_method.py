@@ -171,12 +171,25 @@ def test_a_failed_probe_leaves_the_predictions_for_a_usual_machine(monkeypatch, 
     assert "machine probe failed (exit status 2: effscale: error: something is wrong)" in capsys.readouterr().out
 
 
-def test_the_machine_speed_compares_the_probe_with_the_finished_b0_runs(monkeypatch, capsys):
-    b0 = {"status": "done", "macs": 8.5e6, "activations": 4e5, "device_kind": "cpu", "device_count": 1}
-    monkeypatch.setattr(pm, "finished_rows", lambda exps: [dict(b0, train_images_per_sec=v) for v in (500, 400, 600)])
-    monkeypatch.setattr(pm, "probe", lambda: dict(b0, train_images_per_sec=1000.0))
+def test_the_machine_speed_compares_the_probe_with_the_cost_models_prediction(monkeypatch, capsys):
+    def run(macs, acts, seconds):  # seconds per image = 1e-10 x MACs + 1e-9 x activations
+        return {
+            "status": "done",
+            "point": f"{macs:g}/{acts:g}",
+            "macs": macs,
+            "activations": acts,
+            "device_kind": "cpu",
+            "device_count": 1,
+            "train_images_per_sec": 1.0 / seconds,
+        }
+
+    counts = [(1e7, 1e5), (2e7, 3e5), (3e7, 1e5), (5e7, 6e5)]
+    monkeypatch.setattr(pm, "finished_rows", lambda exps: [run(m, a, 1e-10 * m + 1e-9 * a) for m, a in counts])
+    monkeypatch.setattr(pm, "probe", lambda: run(1e7, 4e5, 0.5 * (1e-10 * 1e7 + 1e-9 * 4e5)))
     assert pm.machine_speed() == pytest.approx(0.5)
-    assert "trains B0 at 1000 images/s, 0.50x the time per image of the finished B0 runs" in capsys.readouterr().out
+    assert (
+        "trains B0 at 1429 images/s, 0.50x the time per image the cost model predicts for it" in capsys.readouterr().out
+    )
 
 
 def test_noise_summary_reports_how_far_repeats_of_a_network_disagree():
