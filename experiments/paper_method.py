@@ -297,6 +297,12 @@ def finished_rows(exps: list[Experiment]) -> list[dict]:
     return [r for e in exps for r in rows_of(e) if r["status"] == "done"]
 
 
+def cost_rows(own: list[dict]) -> list[dict]:
+    """The rows the cost model is fitted on: the own finished runs, with the reproduction's timings while
+    the own ones span too few MACs (reproduction_timings)."""
+    return own + reproduction_timings(own)
+
+
 def probe() -> dict | None:
     """B0, the sweeps' base network, trained PROBE_STEPS steps in a scratch workdir on this machine now:
     its table row, None where the run failed."""
@@ -316,12 +322,12 @@ def probe() -> dict | None:
 
 
 def machine_speed() -> float | None:
-    """This machine's costmodel.machine_speed: a B0 `probe` against the cost model fitted on the finished
-    runs; None (predict for a usual machine) where either is missing."""
+    """This machine's costmodel.machine_speed: a B0 `probe` against the cost model the predictions use
+    (fitted on `cost_rows`); None (predict for a usual machine) where either is missing."""
     from effscale import costmodel
 
     row = probe()
-    speed = costmodel.machine_speed(finished_rows(experiments(grid_pick())), row) if row else None
+    speed = costmodel.machine_speed(cost_rows(finished_rows(experiments(grid_pick()))), row) if row else None
     if speed is not None:
         print(
             f"paper_method: this machine trains B0 at {row['train_images_per_sec']:.0f} images/s, "
@@ -339,7 +345,7 @@ def forecast(speed: float | None = None) -> tuple[list[dict], list[tuple[Experim
 
     exps = experiments(grid_pick())
     own = finished_rows(exps)
-    finished = own + reproduction_timings(own)
+    finished = cost_rows(own)
     out = []
     for e in exps:
         cfg = config_of(e)
