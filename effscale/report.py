@@ -1,4 +1,4 @@
-"""The paper's three claims against a results table: a verdict on each, and the numbers behind it.
+"""The paper's claims against a results table: a verdict on each, and the numbers behind it.
 
 1. Scaling any single dimension (width, depth or resolution) improves accuracy, but the gain
    saturates. Per line (one dimension scaled in one sweep, from its base point): the gain from
@@ -13,6 +13,10 @@
    compared with every other compound line of its sweep at each phi > 1, at equal MACs: at the
    same phi when the two networks' MACs agree within 5%, else against the other line interpolated
    in log MACs (per seed; never extrapolated).
+4. Width scaling pays more on a deeper, higher-resolution network (the paper's Figure 4, which
+   motivates balancing the three). Per sweep of width lines at several (depth, resolution)
+   settings (configs/sweeps/width_at_depth_resolution.py): the line at the greatest depth and
+   resolution minus the one at the least, at equal MACs wherever their MACs ranges overlap.
 
 Accuracies are in percent points; differences are paired by seed (the same seed on both sides)
 with a 95% t interval. A verdict is 'supported' when every interval that decides lies on the
@@ -400,15 +404,22 @@ def at_macs(line: Mapping[float, Network], macs: float, phi: float) -> tuple[See
     same = line.get(phi)
     if same is not None and abs(same.macs / macs - 1) <= SAME_MACS:
         return dict(same.seeds), f"phi {phi:g}"
-    nets = sorted(line.values(), key=lambda n: n.macs)
-    if len(nets) < 2 or not nets[0].macs <= macs <= nets[-1].macs:
-        return None, "outside its MACs range"
+    out = interpolate(line.values(), macs)
+    return (None, "outside its MACs range") if out is None else (out, "interpolated")
+
+
+def interpolate(line: Iterable[Network], macs: float) -> Seeds | None:
+    """A line's accuracy per seed at `macs`, linear in log MACs between its networks (a network's own
+    value at its MACs); None outside the line's MACs range: never extrapolated."""
+    nets = sorted(line, key=lambda n: n.macs)
+    if not nets or not nets[0].macs <= macs <= nets[-1].macs:
+        return None
     out = {}
     for s in {s for n in nets for s in n.seeds}:
         pts = [(math.log(n.macs), n.seeds[s]) for n in nets if s in n.seeds]
-        if len(pts) >= 2 and pts[0][0] <= math.log(macs) <= pts[-1][0]:
+        if pts and pts[0][0] <= math.log(macs) <= pts[-1][0]:
             out[s] = float(np.interp(math.log(macs), *zip(*pts, strict=True)))
-    return out, "interpolated"
+    return out
 
 
 def claim_transfer(rows: Sequence[Row], key: str) -> Claim:
@@ -457,13 +468,93 @@ def claim_transfer(rows: Sequence[Row], key: str) -> Claim:
     )
 
 
+# ----------------------------------------------------------------------------- claim 4: Figure 4
+
+Setting = tuple[float, float]  # (depth multiplier, resolution) a Figure 4 line scales width at
+
+
+def width_lines(rows: Sequence[Row], key: str) -> dict[str, dict[Setting, list[Network]]]:
+    """Figure 4's lines by sweep, then (depth, resolution): width points whose series names their setting
+    (configs/sweeps/width_at_depth_resolution.py) rather than the width line of claim 1."""
+    rows = [r for r in rows if r.get("strategy") == "width" and r.get("series") not in (None, "", "width")]
+    out: dict[str, dict[Setting, list[Network]]] = {}
+    for n in networks(rows, key):
+        depth, resolution = _num(n.row.get("depth")), _num(n.row.get("resolution"))
+        if depth is not None and resolution is not None:
+            out.setdefault(str(n.row.get("sweep")), {}).setdefault((depth, resolution), []).append(n)
+    return out
+
+
+def corner(settings: Iterable[Setting], sign: int) -> Setting | None:
+    """The setting at or below (sign -1) / above (+1) every other in both depth and resolution, if one is."""
+    settings = list(settings)
+    for s in settings:
+        if all(sign * (s[0] - o[0]) >= 0 and sign * (s[1] - o[1]) >= 0 for o in settings):
+            return s
+    return None
+
+
+def versus(line: list[Network], base: list[Network], names: tuple[str, str]) -> list[tuple[float, str, stats.Summary]]:
+    """`line` minus `base` at every network of either that lies in both lines' MACs range (interpolated in
+    log MACs, paired by seed): (MACs, whose network, the difference)."""
+    lo = max(min(n.macs for n in line), min(n.macs for n in base))
+    hi = min(max(n.macs for n in line), max(n.macs for n in base))
+    out = []
+    for macs in sorted({n.macs for n in (*line, *base)}):
+        whose = " and ".join(
+            name for name, nets in zip(names, (line, base), strict=True) if any(n.macs == macs for n in nets)
+        )
+        mine, theirs = interpolate(line, macs), interpolate(base, macs)
+        if lo <= macs <= hi and mine is not None and theirs is not None:
+            out.append((macs, whose, stats.paired_difference(mine, theirs).summary))
+    return out
+
+
+def claim_balance(rows: Sequence[Row], key: str) -> Claim:
+    """Claim 4 (Figure 4): the width line at the greatest depth and resolution beats the one at the least,
+    at every MACs they share."""
+    levels = header("sweep", "line", "width", "MACs", f"`{key}`")
+    table = header("sweep", "line", "minus", "MACs", "at a network of", "difference")
+    verdicts, notes = [], []
+    for sweep, lines in width_lines(rows, key).items():
+        name = {s: str(nets[0].row.get("series")) for s, nets in lines.items()}
+        for s in sorted(lines):
+            for n in sorted(lines[s], key=lambda n: n.macs):
+                summary = stats.summarize(list(n.seeds.values()))
+                levels.append(f"| {sweep} | {name[s]} | {n.row.get('width')} | {si(n.macs)} | {level(summary)} |")
+        base, top = corner(lines, -1), corner(lines, +1)
+        if base is None or top is None or base == top:
+            notes.append(f"{sweep}: no line lies below (or above) every other in both depth and resolution.")
+            continue
+        for s in sorted(set(lines) - {base}):
+            diffs = versus(lines[s], lines[base], (name[s], name[base]))
+            if s == top:
+                verdicts += [decide([d], [+1]) for _, _, d in diffs] or [UNDECIDED]
+            for macs, whose, d in diffs:
+                table.append(f"| {sweep} | {name[s]} | {name[base]} | {si(macs)} | {whose} | {pp(d)} |")
+            if not diffs:
+                table.append(f"| {sweep} | {name[s]} | {name[base]} | | no MACs in common | n/a |")
+    if not verdicts and not notes:
+        notes.append("No finished Figure 4 lines: run configs/sweeps/width_at_depth_resolution.py.")
+    return Claim(
+        4,
+        "at equal FLOPs, scaling width on a deeper, higher-resolution network beats scaling width alone (Figure 4)",
+        combine(verdicts) if verdicts else UNDECIDED,
+        "the width line at the greatest depth and resolution minus the one at the least, at every network of "
+        "either that lies in both lines' MACs range (the other line interpolated in log MACs, paired by seed), "
+        "has its 95% interval above 0. The other lines are shown against the least too, as context.",
+        body(notes, table, levels),
+    )
+
+
 # ----------------------------------------------------------------------------- the report
 
 
 def evaluate(rows: Sequence[Row]) -> list[Claim]:
-    """The three claims on the finished rows of `rows` (any other rows are ignored)."""
+    """The claims on the finished rows of `rows` (any other rows are ignored)."""
     key = results.accuracy_key(rows)
-    return [claim_saturation(rows, key), claim_equal_flops(rows, key), claim_transfer(rows, key)]
+    claims = (claim_saturation, claim_equal_flops, claim_transfer, claim_balance)
+    return [claim(rows, key) for claim in claims]
 
 
 def render(claims: Sequence[Claim], rows: Sequence[Row], title: str = "") -> str:

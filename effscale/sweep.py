@@ -41,7 +41,7 @@ Lifecycle (what `main` does per mode):
 - collect: the results table (WORKDIR/results.csv and .jsonl) and the table of networks over their
   seeds (WORKDIR/results_grouped.csv: mean, std, n, 95% interval), see effscale.results.
 - plot: the figures in WORKDIR/figures, see effscale.plots.
-- report: WORKDIR/report.md, a verdict on each of the paper's three claims with the numbers behind
+- report: WORKDIR/report.md, a verdict on each of the paper's claims with the numbers behind
   it, see effscale.report. WORKDIR may be a folder holding several sweeps' workdirs.
 """
 

@@ -96,7 +96,7 @@ def test_claim_1_with_one_seed_or_a_missing_dimension_is_undecided():
     c = claims(single)[1]
     assert c.verdict == report.UNDECIDED and "(n=1: no interval)" in c.lines[2]
     text = report.render(report.evaluate(single), single)
-    assert "intervals need n >= 2 seeds" in text and text.count(f"**Verdict: {report.UNDECIDED}.**") == 3
+    assert "intervals need n >= 2 seeds" in text and text.count(f"**Verdict: {report.UNDECIDED}.**") == 4
     two = claims(line("width", concave) + line("depth", concave))[1]
     assert two.verdict == report.UNDECIDED and "No finished line scales resolution" in two.lines[-1]
 
@@ -252,7 +252,7 @@ def test_the_report_never_fails_on_missing_points():
     pending = [{"sweep": "w", "strategy": "width", "point": "p", "status": "pending", "macs": 1e6}]
     for rows in ([], pending, [run("w", "width", "w1", 0, 1e6, 80.0)], [run("w", "width", "w1", 0, None, 80.0)]):
         text = report.render(report.evaluate(rows), rows, "t")
-        assert text.count(f"**Verdict: {report.UNDECIDED}.**") == 3
+        assert text.count(f"**Verdict: {report.UNDECIDED}.**") == 4
 
 
 def _finished_point(workdir, p, cfg, top1):
@@ -289,3 +289,39 @@ def importlib_width(arg):
 
 def test_seeds_of_base_name_their_runs_as_the_report_pairs_them():
     assert base.seeded_name("width-1.5", 0) == "width-1.5" and base.seeded_name("width-1.5", 2) == "width-1.5_s2"
+
+
+def fig4_line(depth, px, macs, values, seeds=(0, 1, 2)):
+    """A Figure 4 width line at (depth, px): widths 0.5 / 1 / 1.5 at `macs` with `values` in percent."""
+    rows = []
+    for k, (w, m, v) in enumerate(zip((0.5, 1.0, 1.5), macs, values, strict=True)):
+        for s in seeds:
+            value = v + SEED_NOISE[s] + 0.05 * math.sin(3 * k + 7 * s + depth + px)
+            extra = {"series": f"d={depth:g}, r={px}", "width": w, "depth": depth, "resolution": px}
+            rows.append(run("fig4", "width", f"d{depth:g}-r{px}-w{w:g}", s, m, value, **extra))
+    return rows
+
+
+def _top1(rows, macs):
+    return {r["seed"]: 100 * r["top1"] for r in rows if r["macs"] == macs}
+
+
+def test_claim_4_compares_figure_4s_lines_at_equal_macs_where_they_overlap():
+    base = fig4_line(1.0, 32, (2e6, 8e6, 16e6), (80, 82, 83))
+    top = fig4_line(2.0, 42, (4e6, 16e6, 64e6), (82, 84, 85))
+    middle = fig4_line(2.0, 32, (3e6, 9e6, 20e6), (79, 80, 81))  # worse than the base: context only
+    c = claims(base + top + middle)[4]
+    assert c.verdict == report.SUPPORTED
+    rows = [x for x in c.lines if x.startswith("| fig4 | d=2, r=42 | d=1, r=32 |")]
+    assert [x.split(" | ")[3] for x in rows] == ["4M", "8M", "16M"]  # 2M and 64M lie outside the overlap
+    # 4M is halfway between the base's 2M and 8M in log MACs; 8M halfway between the top line's 4M and 16M.
+    b2, b8, b16 = (_top1(base, m) for m in (2e6, 8e6, 16e6))
+    t4, t16 = (_top1(top, m) for m in (4e6, 16e6))
+    assert by_hand([t4[s] - (b2[s] + b8[s]) / 2 for s in (0, 1, 2)]) in rows[0] and "| d=2, r=42 |" in rows[0]
+    assert by_hand([(t4[s] + t16[s]) / 2 - b8[s] for s in (0, 1, 2)]) in rows[1]
+    assert by_hand([t16[s] - b16[s] for s in (0, 1, 2)]) in rows[2] and "d=2, r=42 and d=1, r=32" in rows[2]
+    assert any(x.startswith("| fig4 | d=2, r=32 | d=1, r=32 |") and "[-" in x for x in c.lines)
+    assert claims(base + fig4_line(2.0, 42, (4e6, 16e6, 64e6), (79, 81, 82)))[4].verdict == report.NOT_SUPPORTED
+    apart = claims(base + fig4_line(2.0, 42, (32e6, 64e6, 128e6), (84, 85, 86)))[4]
+    assert apart.verdict == report.UNDECIDED and any("no MACs in common" in x for x in apart.lines)
+    assert claims(base)[4].verdict == report.UNDECIDED  # one line: nothing to compare
