@@ -520,8 +520,9 @@ def claim_balance(rows: Sequence[Row], key: str) -> Claim:
         name = {s: str(nets[0].row.get("series")) for s, nets in lines.items()}
         for s in sorted(lines):
             for n in sorted(lines[s], key=lambda n: n.macs):
-                summary = stats.summarize(list(n.seeds.values()))
-                levels.append(f"| {sweep} | {name[s]} | {n.row.get('width')} | {si(n.macs)} | {level(summary)} |")
+                summary, width = stats.summarize(list(n.seeds.values())), _num(n.row.get("width"))
+                cells = (sweep, name[s], "" if width is None else f"{width:g}", si(n.macs), level(summary))
+                levels.append("| " + " | ".join(cells) + " |")
         base, top = corner(lines, -1), corner(lines, +1)
         if base is None or top is None or base == top:
             notes.append(f"{sweep}: no line lies below (or above) every other in both depth and resolution.")

@@ -321,6 +321,7 @@ def test_claim_4_compares_figure_4s_lines_at_equal_macs_where_they_overlap():
     assert by_hand([(t4[s] + t16[s]) / 2 - b8[s] for s in (0, 1, 2)]) in rows[1]
     assert by_hand([t16[s] - b16[s] for s in (0, 1, 2)]) in rows[2] and "d=2, r=42 and d=1, r=32" in rows[2]
     assert any(x.startswith("| fig4 | d=2, r=32 | d=1, r=32 |") and "[-" in x for x in c.lines)
+    assert f"| fig4 | d=1, r=32 | 0.5 | 2M | {by_hand_level(list(b2.values()))} |" in c.lines
     assert claims(base + fig4_line(2.0, 42, (4e6, 16e6, 64e6), (79, 81, 82)))[4].verdict == report.NOT_SUPPORTED
     apart = claims(base + fig4_line(2.0, 42, (32e6, 64e6, 128e6), (84, 85, 86)))[4]
     assert apart.verdict == report.UNDECIDED and any("no MACs in common" in x for x in apart.lines)
