@@ -496,17 +496,16 @@ def corner(settings: Iterable[Setting], sign: int) -> Setting | None:
 
 def versus(line: list[Network], base: list[Network], names: tuple[str, str]) -> list[tuple[float, str, stats.Summary]]:
     """`line` minus `base` at every network of either that lies in both lines' MACs range (interpolated in
-    log MACs, paired by seed): (MACs, whose network, the difference)."""
-    lo = max(min(n.macs for n in line), min(n.macs for n in base))
-    hi = min(max(n.macs for n in line), max(n.macs for n in base))
+    log MACs, paired by seed; `interpolate` is None outside a line's range): (MACs, whose network, the
+    difference)."""
     out = []
     for macs in sorted({n.macs for n in (*line, *base)}):
-        whose = " and ".join(
-            name for name, nets in zip(names, (line, base), strict=True) if any(n.macs == macs for n in nets)
-        )
         mine, theirs = interpolate(line, macs), interpolate(base, macs)
-        if lo <= macs <= hi and mine is not None and theirs is not None:
-            out.append((macs, whose, stats.paired_difference(mine, theirs).summary))
+        if mine is None or theirs is None:
+            continue
+        pair = zip(names, (line, base), strict=True)
+        whose = " and ".join(name for name, nets in pair if any(n.macs == macs for n in nets))
+        out.append((macs, whose, stats.paired_difference(mine, theirs).summary))
     return out
 
 
